@@ -1,0 +1,89 @@
+"""Settings, read once from the environment or a `.env` file."""
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("blogapi")
+
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./blogapi.db"
+    secret_key: str = ""
+    access_token_expire_minutes: int = 60
+    cors_origins: Annotated[list[str], NoDecode] = []
+    bcrypt_rounds: int = 12
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+
+    @field_validator("database_url")
+    @classmethod
+    def normalise_postgres_url(cls, url: str) -> str:
+        """Accept `postgres://` as PaaS hosts give it, and use psycopg2 where no driver is named."""
+        for scheme in ("postgres://", "postgresql://"):
+            if url.startswith(scheme):
+                return "postgresql+psycopg2://" + url.removeprefix(scheme)
+        return url
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def split_origins(cls, value: str | list[str]) -> list[str]:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def require_secret_key(self) -> "Settings":
+        if self.is_sqlite:
+            if not self.secret_key:
+                self.secret_key = _local_secret_key(self.sqlite_path)
+        elif len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters when "
+                "DATABASE_URL is not SQLite; generate one with: "
+                'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:":
+            return None
+        return Path(database)
+
+
+def _local_secret_key(database: Path | None) -> str:
+    """A key kept beside the SQLite file, so tokens survive restarts and work in every worker."""
+    if database is None:
+        return secrets.token_urlsafe(48)
+    key_file = database.with_name(database.name + ".secret")
+    if not key_file.exists():
+        log.warning("SECRET_KEY is not set: using a generated key kept in %s", key_file)
+        candidate = key_file.with_name(f"{key_file.name}.{os.getpid()}")
+        candidate.write_text(secrets.token_urlsafe(48))
+        candidate.chmod(0o600)
+        try:
+            os.link(candidate, key_file)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return key_file.read_text().strip()
+
+
+settings = Settings()

@@ -1,0 +1,27 @@
+"""The error body every failure shares, and the handlers that keep it JSON."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+log = logging.getLogger("blogapi")
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, type[BaseModel]]]:
+    """OpenAPI entries for the error statuses a route documents."""
+    return {code: {"model": ErrorMessage} for code in status_codes}
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,50 @@
+"""The application factory: routers, middleware and error handlers."""
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from blogapi import auth, posts, users, votes
+from blogapi.config import settings
+from blogapi.errors import install_error_handlers
+
+
+class OptionalTrailingSlash:
+    """Serve `/posts/` exactly like `/posts`, with no redirect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="blogapi",
+        summary="Users, posts and votes, with JWT login.",
+        redirect_slashes=False,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials="*" not in settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
+    app.add_middleware(OptionalTrailingSlash)
+    install_error_handlers(app)
+
+    @app.get("/", tags=["root"], summary="Welcome")
+    def root() -> dict[str, str]:
+        return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
+
+    for feature in (auth, users, posts, votes):
+        app.include_router(feature.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,175 @@
+"""The Post model family and the /posts router."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from sqlalchemy import ColumnElement, Index, or_
+from sqlmodel import Field, Relationship, SQLModel, col, select
+
+from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
+from blogapi.errors import error_responses
+from blogapi.users import CurrentUser, User, UserPublic
+
+TITLE_MAX_CHARS = 300
+CONTENT_MAX_CHARS = 10_000
+PAGE_MAX = 100
+NO_NUL = r"^[^\x00]*$"
+
+
+class PostBase(SQLModel):
+    title: str = Field(
+        min_length=1, max_length=TITLE_MAX_CHARS, schema_extra={"pattern": NO_NUL}
+    )
+    content: str = Field(
+        min_length=1, max_length=CONTENT_MAX_CHARS, schema_extra={"pattern": NO_NUL}
+    )
+    published: bool = True
+
+
+class PostCreate(PostBase):
+    pass
+
+
+class PostUpdate(SQLModel):
+    """A partial update: fields left out keep their value; none may be set to null."""
+
+    title: str = Field(
+        default=None,
+        min_length=1,
+        max_length=TITLE_MAX_CHARS,
+        schema_extra={"pattern": NO_NUL},
+    )
+    content: str = Field(
+        default=None,
+        min_length=1,
+        max_length=CONTENT_MAX_CHARS,
+        schema_extra={"pattern": NO_NUL},
+    )
+    published: bool = Field(default=None)
+
+
+class Post(PostBase, table=True):
+    __tablename__ = "posts"
+    __table_args__ = (Index("ix_posts_created_at_id", "created_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    created_at: datetime = Field(
+        default_factory=utc_now, sa_type=UTCDateTime, nullable=False
+    )
+    votes: int = Field(
+        default=0, description="How many votes the post has; kept by /vote."
+    )
+    owner: User = Relationship(
+        sa_relationship_kwargs={"lazy": "joined", "innerjoin": True}
+    )
+
+
+class PostPublic(PostBase):
+    id: int
+    created_at: datetime
+    owner_id: int
+    owner: UserPublic
+    votes: int
+
+
+def visible_to(user: User) -> ColumnElement[bool]:
+    """Published posts, and the user's own drafts."""
+    return or_(col(Post.published), col(Post.owner_id) == user.id)
+
+
+PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def get_visible_post(post_id: PostId, session: SessionDep, user: CurrentUser) -> Post:
+    post = session.exec(
+        select(Post).where(Post.id == post_id, visible_to(user))
+    ).first()
+    if post is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Post {post_id} not found")
+    return post
+
+
+def get_owned_post(
+    post: Annotated[Post, Depends(get_visible_post)], user: CurrentUser
+) -> Post:
+    if post.owner_id != user.id:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "Not authorized to change this post"
+        )
+    return post
+
+
+VisiblePost = Annotated[Post, Depends(get_visible_post)]
+OwnedPost = Annotated[Post, Depends(get_owned_post)]
+
+router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(401))
+
+
+@router.get("", summary="List posts, newest first")
+def list_posts(
+    session: SessionDep,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
+    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    search: Annotated[
+        str,
+        Query(
+            max_length=TITLE_MAX_CHARS,
+            pattern=NO_NUL,
+            description="Only posts whose title contains this, ignoring case",
+        ),
+    ] = "",
+) -> list[PostPublic]:
+    query = select(Post).where(visible_to(user))
+    if search:
+        query = query.where(col(Post.title).icontains(search, autoescape=True))
+    query = query.order_by(col(Post.created_at).desc(), col(Post.id).desc())
+    posts = session.exec(query.offset(skip).limit(limit)).all()
+    return [PostPublic.model_validate(post) for post in posts]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a post",
+)
+def create_post(body: PostCreate, session: SessionDep, user: CurrentUser) -> PostPublic:
+    post = Post.model_validate(body, update={"owner_id": user.id})
+    post.owner = user
+    session.add(post)
+    session.commit()
+    return PostPublic.model_validate(post)
+
+
+@router.get("/{post_id}", summary="One post", responses=error_responses(404))
+def read_post(post: VisiblePost) -> PostPublic:
+    return PostPublic.model_validate(post)
+
+
+@router.put("/{post_id}", summary="Replace a post", responses=error_responses(403, 404))
+def replace_post(body: PostCreate, post: OwnedPost, session: SessionDep) -> PostPublic:
+    post.sqlmodel_update(body.model_dump())
+    session.commit()
+    return PostPublic.model_validate(post)
+
+
+@router.patch(
+    "/{post_id}", summary="Change part of a post", responses=error_responses(403, 404)
+)
+def update_post(body: PostUpdate, post: OwnedPost, session: SessionDep) -> PostPublic:
+    post.sqlmodel_update(body.model_dump(exclude_unset=True))
+    session.commit()
+    return PostPublic.model_validate(post)
+
+
+@router.delete(
+    "/{post_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a post",
+    responses=error_responses(403, 404),
+)
+def delete_post(post: OwnedPost, session: SessionDep) -> None:
+    session.delete(post)
+    session.commit()

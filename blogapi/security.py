@@ -1,0 +1,49 @@
+"""Password hashing and access tokens: pure functions, no FastAPI."""
+
+from datetime import timedelta
+
+import jwt
+from passlib.context import CryptContext
+
+from blogapi.config import settings
+from blogapi.db import utc_now
+
+ALGORITHM = "HS256"
+BCRYPT_MAX_BYTES = 72
+
+_passwords = CryptContext(schemes=["bcrypt"], bcrypt__rounds=settings.bcrypt_rounds)
+_DUMMY_HASH = _passwords.hash("not a real password")
+
+
+def hash_password(password: str) -> str:
+    return _passwords.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """Check a password; with no hash, spend the same time and fail, so emails can't be probed."""
+    hashable = "\0" not in password and len(password.encode()) <= BCRYPT_MAX_BYTES
+    matches = _passwords.verify(
+        password if hashable else "", password_hash or _DUMMY_HASH
+    )
+    return hashable and password_hash is not None and matches
+
+
+def create_access_token(user_id: int) -> str:
+    now = utc_now()
+    expires = now + timedelta(minutes=settings.access_token_expire_minutes)
+    claims = {"sub": str(user_id), "iat": now, "exp": expires}
+    return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
+
+
+def read_access_token(token: str) -> int | None:
+    """The user id a valid token names, or None for any invalid, expired or forged token."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp", "iat"]},
+        )
+        return int(claims["sub"])
+    except (jwt.InvalidTokenError, ValueError):
+        return None

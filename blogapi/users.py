@@ -1,0 +1,112 @@
+"""The User model family, the CurrentUser dependency and the /users router."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi.security import OAuth2PasswordBearer
+from pydantic import EmailStr, field_validator
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, SQLModel
+
+from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
+from blogapi.errors import error_responses
+from blogapi.security import BCRYPT_MAX_BYTES, hash_password, read_access_token
+
+PASSWORD_MIN_CHARS = 8
+
+
+class UserBase(SQLModel):
+    email: EmailStr = Field(max_length=254, unique=True, index=True)
+
+    @field_validator("email")
+    @classmethod
+    def lower_case(cls, email: str) -> str:
+        return email.lower()
+
+
+class UserCreate(UserBase):
+    password: str = Field(min_length=PASSWORD_MIN_CHARS)
+
+    @field_validator("password")
+    @classmethod
+    def fits_bcrypt(cls, password: str) -> str:
+        if len(password.encode()) > BCRYPT_MAX_BYTES:
+            raise ValueError(
+                f"Password must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8"
+            )
+        if "\0" in password:
+            raise ValueError("Password must not contain NUL characters")
+        return password
+
+
+class User(UserBase, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    password_hash: str
+    created_at: datetime = Field(
+        default_factory=utc_now, sa_type=UTCDateTime, nullable=False
+    )
+
+
+class UserPublic(SQLModel):
+    id: int
+    email: str
+    created_at: datetime
+
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
+
+
+def get_current_user(
+    session: SessionDep, token: Annotated[str, Depends(oauth2_scheme)]
+) -> User:
+    user_id = read_access_token(token)
+    user = session.get(User, user_id) if user_id and 0 < user_id <= MAX_ID else None
+    if user is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="Could not validate credentials",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a user",
+    responses=error_responses(409),
+)
+def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
+    user = User.model_validate(
+        body, update={"password_hash": hash_password(body.password)}
+    )
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "Email already registered"
+        ) from None
+    return UserPublic.model_validate(user)
+
+
+@router.get("/me", summary="The signed-in user", responses=error_responses(401))
+def read_me(user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@router.get("/{user_id}", summary="One user", responses=error_responses(401, 404))
+def read_user(user_id: UserId, session: SessionDep, _: CurrentUser) -> UserPublic:
+    user = session.get(User, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
+    return UserPublic.model_validate(user)

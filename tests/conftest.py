@@ -1,0 +1,47 @@
+"""Each test gets an empty database: SQLite by default, PostgreSQL when TEST_DATABASE_URL is set."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_scratch = Path(tempfile.mkdtemp(prefix="blogapi-tests-"))
+os.environ["DATABASE_URL"] = os.environ.get(
+    "TEST_DATABASE_URL", f"sqlite:///{_scratch / 'test.db'}"
+)
+os.environ["SECRET_KEY"] = "test-secret-key-that-is-long-enough-for-hs256"
+os.environ["BCRYPT_ROUNDS"] = "4"
+os.environ.pop("CORS_ORIGINS", None)
+
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from blogapi.__main__ import migrate  # noqa: E402
+from blogapi.db import engine  # noqa: E402
+from blogapi.main import app  # noqa: E402
+
+TABLES = ("votes", "posts", "users")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def schema() -> None:
+    migrate()
+
+
+@pytest.fixture(autouse=True)
+def empty_database(schema: None) -> Iterator[None]:
+    yield
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in TABLES:
+                connection.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
