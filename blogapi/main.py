@@ -6,6 +6,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from blogapi import auth, posts, users, votes
 from blogapi.config import settings
+from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
 
 
@@ -27,6 +28,8 @@ def create_app() -> FastAPI:
         title="blogapi",
         summary="Users, posts and votes, with JWT login.",
         redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(
         CORSMiddleware,
@@ -37,6 +40,7 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(OptionalTrailingSlash)
     install_error_handlers(app)
+    install_docs(app)
 
     @app.get("/", tags=["root"], summary="Welcome")
     def root() -> dict[str, str]:
