@@ -4,7 +4,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = 12
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    log_format: Literal["text", "json"] = "text"
+    host: str = ""
+    port: int = 8000
+    web_concurrency: int = os.cpu_count() or 1
 
     @field_validator("database_url")
     @classmethod

@@ -1,10 +1,10 @@
 """The database engine, the session dependency and the column types the models share."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from sqlalchemy import DateTime, Engine, event
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
@@ -50,24 +50,33 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def build_engine(url: str) -> Engine:
+    pool = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+    }
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
         event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
     return create_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, **pool
     )
 
 
 engine = build_engine(settings.database_url)
+DB_SLOTS = settings.db_pool_size + settings.db_max_overflow
 
 
-def get_session() -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session per request; at most one pooled connection per request in flight.
+
+    Requests wait for a slot before they touch the pool, so a thread never waits for a
+    connection that another request, itself waiting for a thread, holds (a known FastAPI
+    deadlock). This generator is async so its clean-up never needs a worker thread.
+    """
+    async with request.app.state.db_slots:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

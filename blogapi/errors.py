@@ -5,8 +5,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger("blogapi")
+
+RETRY_AFTER_SECONDS = 5
 
 
 class ErrorMessage(BaseModel):
@@ -18,10 +22,23 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, type[BaseMo
     return {code: {"model": ErrorMessage} for code in status_codes}
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path, exc
+    )
+    return JSONResponse(
+        {"detail": "The database is unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "Internal server error"}, status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

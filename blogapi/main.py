@@ -1,13 +1,19 @@
 """The application factory: routers, middleware and error handlers."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from blogapi import auth, posts, users, votes
+from blogapi import auth, health, posts, users, votes
 from blogapi.config import settings
+from blogapi.db import DB_SLOTS, engine
 from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
+from blogapi.request_log import RequestLog, configure_logging
 
 
 class OptionalTrailingSlash:
@@ -23,11 +29,20 @@ class OptionalTrailingSlash:
         await self.app(scope, receive, send)
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.db_slots = anyio.Semaphore(DB_SLOTS)
+    yield
+    engine.dispose()
+
+
 def create_app() -> FastAPI:
+    configure_logging(settings.log_format)
     app = FastAPI(
         title="blogapi",
         summary="Users, posts and votes, with JWT login.",
         redirect_slashes=False,
+        lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
@@ -39,6 +54,7 @@ def create_app() -> FastAPI:
         allow_headers=["*"],
     )
     app.add_middleware(OptionalTrailingSlash)
+    app.add_middleware(RequestLog)
     install_error_handlers(app)
     install_docs(app)
 
@@ -46,7 +62,7 @@ def create_app() -> FastAPI:
     def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    for feature in (auth, users, posts, votes):
+    for feature in (auth, users, posts, votes, health):
         app.include_router(feature.router)
     return app
 
