@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     db_pool_size: int = 5
     db_max_overflow: int = 10
     log_format: Literal["text", "json"] = "text"
+    max_body_bytes: int = 1024 * 1024
     host: str = ""
     port: int = 8000
     web_concurrency: int = os.cpu_count() or 1

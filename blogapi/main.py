@@ -6,27 +6,14 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from blogapi import auth, health, posts, users, votes
 from blogapi.config import settings
 from blogapi.db import DB_SLOTS, engine
 from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
+from blogapi.middleware import BodySizeLimit, OptionalTrailingSlash, SecurityHeaders
 from blogapi.request_log import RequestLog, configure_logging
-
-
-class OptionalTrailingSlash:
-    """Serve `/posts/` exactly like `/posts`, with no redirect."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and len(path) > 1 and path.endswith("/"):
-            scope = {**scope, "path": path.rstrip("/") or "/"}
-        await self.app(scope, receive, send)
 
 
 @asynccontextmanager
@@ -54,6 +41,8 @@ def create_app() -> FastAPI:
         allow_headers=["*"],
     )
     app.add_middleware(OptionalTrailingSlash)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
     install_error_handlers(app)
     install_docs(app)

@@ -15,12 +15,12 @@ os.environ["SECRET_KEY"] = "test-secret-key-that-is-long-enough-for-hs256"
 os.environ["BCRYPT_ROUNDS"] = "4"
 os.environ.pop("CORS_ORIGINS", None)
 
-from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from fastapi.testclient import TestClient
+from sqlalchemy import text
 
-from blogapi.__main__ import migrate  # noqa: E402
-from blogapi.db import engine  # noqa: E402
-from blogapi.main import app  # noqa: E402
+from blogapi.db import engine
+from blogapi.main import app
+from blogapi.server import migrate
 
 TABLES = ("votes", "posts", "users")
 
@@ -31,11 +31,13 @@ def schema() -> None:
 
 
 @pytest.fixture(autouse=True)
-def empty_database(schema: None) -> Iterator[None]:
-    yield
+def empty_database(schema: None) -> None:
+    """Empty every table before the test, so a run that was cut short leaves no trace."""
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            connection.execute(
+                text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+            )
         else:
             for table in TABLES:
                 connection.execute(text(f"DELETE FROM {table}"))
