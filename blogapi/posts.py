@@ -51,7 +51,16 @@ class PostUpdate(SQLModel):
 
 class Post(PostBase, table=True):
     __tablename__ = "posts"
-    __table_args__ = (Index("ix_posts_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_posts_created_at_id", "created_at", "id"),
+        # Serves `?search=` (ILIKE '%word%') on PostgreSQL; SQLite has no such index.
+        Index(
+            "ix_posts_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     owner_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
