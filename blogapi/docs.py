@@ -21,6 +21,14 @@ ASSETS_DIR = files("fastapi_offline") / "static"
 DOCS_URL = "/docs"
 REDOC_URL = "/redoc"
 NO_ONLINE_VALIDATOR = {"validatorUrl": None}
+SAME_ORIGIN_ONLY = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "worker-src 'self' blob:; frame-ancestors 'none'"
+    )
+}
+"""Docs pages load nothing from elsewhere, not even ReDoc's "API docs by Redocly" logo."""
 
 
 def install_docs(app: FastAPI) -> None:
@@ -38,7 +46,7 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get(DOCS_URL, include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=prefixed(request, openapi_url),
             title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=prefixed(request, redirect_url),
@@ -50,6 +58,8 @@ def install_docs(app: FastAPI) -> None:
                 **(app.swagger_ui_parameters or {}),
             },
         )
+        page.headers.update(SAME_ORIGIN_ONLY)
+        return page
 
     @app.get(redirect_url, include_in_schema=False)
     def swagger_ui_oauth2_redirect() -> HTMLResponse:
@@ -57,10 +67,12 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get(REDOC_URL, include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=prefixed(request, openapi_url),
             title=f"{app.title} - ReDoc",
             redoc_js_url=prefixed(request, f"{ASSETS_URL}/redoc.standalone.js"),
             redoc_favicon_url=prefixed(request, f"{ASSETS_URL}/favicon.png"),
             with_google_fonts=False,
         )
+        page.headers.update(SAME_ORIGIN_ONLY)
+        return page

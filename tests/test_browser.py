@@ -1,0 +1,257 @@
+"""A real browser against a real server: Swagger UI and ReDoc work with no internet.
+
+Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright's Python package; nothing
+downloads a browser) opens /docs, registers through "Try it out", authorizes with the OAuth2
+password form, creates a post and sees it listed. Every request the page makes must go to the
+loopback server under test: any other host is blocked and fails the test.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import urlopen
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        "no Chromium at /usr/bin/chromium: apt-get install -y chromium chromium-driver "
+        "(.ci/run does this)",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Request,
+    Route,
+    expect,
+    sync_playwright,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+EMAIL = "swagger@example.com"
+PASSWORD = "correct horse battery"
+TITLE = "Posted from Swagger UI"
+UI_TIMEOUT_MS = 15_000
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text().splitlines()[-lines:])
+
+
+def wait_until_up(base_url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(
+                f"the server exited with {server.returncode}:\n{log.read_text()}"
+            )
+        try:
+            with urlopen(f"{base_url}/", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"the server did not answer within 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """uvicorn in a subprocess on a free loopback port, its database migrated first.
+
+    It uses TEST_DATABASE_URL when set (the tests' own database, emptied after each test),
+    else a SQLite file of its own.
+    """
+    scratch = tmp_path_factory.mktemp("browser")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"PORT", "WEB_CONCURRENCY", "CORS_ORIGINS"}
+    }
+    env |= {
+        "DATABASE_URL": os.environ.get(
+            "TEST_DATABASE_URL", f"sqlite:///{scratch / 'browser.db'}"
+        ),
+        "SECRET_KEY": "browser-test-secret-key-long-enough-for-hs256",
+        "BCRYPT_ROUNDS": "4",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = scratch / "server.log"
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "blogapi.main:app"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_up(url, server, log)
+        yield LiveServer(url, log)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page whose requests may only reach loopback; the rest are blocked and fail.
+
+    The docs pages' Content-Security-Policy stops ReDoc's "API docs by Redocly" logo before
+    it is requested; any other request the policy refuses fails the test too.
+    """
+    context = browser.new_context()
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    problems: list[str] = []
+
+    def loopback_only(route: Route, request: Request) -> None:
+        url = urlsplit(request.url)
+        if url.scheme in {"data", "blob"} or url.hostname in LOOPBACK_HOSTS:
+            route.continue_()
+        else:
+            problems.append(request.url)
+            route.abort("blockedbyclient")
+
+    def refused_by_csp(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text and REDOC_LOGO not in message.text:
+            problems.append(message.text)
+
+    context.route("**/*", loopback_only)
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", refused_by_csp)
+    yield page
+    context.close()
+    assert problems == [], "the page tried to leave the machine or failed"
+
+
+def operation(page: Page, tag: str, operation_id: str) -> Locator:
+    """One endpoint's block in Swagger UI, expanded and switched to "Try it out"."""
+    block = page.locator(f"#operations-{tag}-{operation_id}")
+    block.locator(".opblock-summary").first.click()
+    block.get_by_role("button", name="Try it out").click()
+    return block
+
+
+def execute(
+    server: LiveServer, block: Locator, method: str, path: str, status: int
+) -> str:
+    """Press Execute; check the request the browser sent and the status Swagger UI shows."""
+
+    def is_call(response) -> bool:
+        return (
+            response.request.method == method
+            and urlsplit(response.url).path.rstrip("/") == path
+        )
+
+    with block.page.expect_response(is_call) as sent:
+        block.get_by_role("button", name="Execute").click()
+    response = sent.value
+    assert response.status == status, f"{response.text()}\n{server.log_tail()}"
+    shown = block.locator(
+        ".live-responses-table td.response-col_status:not(.col_header)"
+    )
+    expect(shown).to_have_text(str(status))
+    return response.text()
+
+
+def test_register_authorize_post_and_list_in_swagger_ui(
+    page: Page, live_server: LiveServer
+) -> None:
+    page.goto(f"{live_server.url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("blogapi")
+
+    register = operation(page, "users", "create_user_users_post")
+    register.locator("textarea.body-param__text").fill(
+        json.dumps({"email": EMAIL, "password": PASSWORD})
+    )
+    user = json.loads(execute(live_server, register, "POST", "/users", 201))
+    assert user["email"] == EMAIL
+
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".dialog-ux")
+    dialog.locator("#oauth_username").fill(EMAIL)
+    dialog.locator("#oauth_password").fill(PASSWORD)
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/login") as login:
+        dialog.locator("button.modal-btn.authorize").click()
+    assert login.value.status == 200, f"{login.value.text()}\n{live_server.log_tail()}"
+    expect(dialog.locator("button", has_text="Logout")).to_be_visible()
+    dialog.locator("button.btn-done").click()
+
+    create = operation(page, "posts", "create_post_posts_post")
+    create.locator("textarea.body-param__text").fill(
+        json.dumps(
+            {"title": TITLE, "content": "Typed into Swagger UI", "published": True}
+        )
+    )
+    post = json.loads(execute(live_server, create, "POST", "/posts", 201))
+    assert post["title"] == TITLE
+    assert post["owner"]["email"] == EMAIL
+
+    listing = operation(page, "posts", "list_posts_posts_get")
+    posts = json.loads(execute(live_server, listing, "GET", "/posts", 200))
+    assert [p["id"] for p in posts] == [post["id"]]
+    expect(listing.locator(".live-responses-table")).to_contain_text(TITLE)
+
+
+def test_redoc_renders(page: Page, live_server: LiveServer) -> None:
+    page.goto(f"{live_server.url}/redoc")
+    expect(page.locator("h1").first).to_contain_text("blogapi")
+    expect(page.locator("h2", has_text="Register a user")).to_be_visible()
