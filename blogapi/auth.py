@@ -1,15 +1,18 @@
-"""The /login router: the OAuth2 password flow that hands out access tokens."""
+"""The /login and /logout routes: the OAuth2 password flow and token revocation."""
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
-from sqlmodel import SQLModel, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel, col, delete, select
 
-from blogapi.db import SessionDep
+from blogapi.db import SessionDep, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import create_access_token, verify_password
-from blogapi.users import User
+from blogapi.throttle import LoginThrottle
+from blogapi.tokens import RevokedToken
+from blogapi.users import CurrentUser, TokenClaims, User
 
 
 class Token(SQLModel):
@@ -17,21 +20,54 @@ class Token(SQLModel):
     token_type: Literal["bearer"] = "bearer"
 
 
+def get_login_throttle(request: Request) -> LoginThrottle:
+    return request.app.state.login_throttle
+
+
 router = APIRouter(tags=["authentication"])
 
 
 @router.post(
-    "/login", summary="Log in for an access token", responses=error_responses(403)
+    "/login",
+    summary="Log in for an access token",
+    responses=error_responses(403, 429),
 )
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    session: SessionDep,
+    throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
 ) -> Token:
     email = form.username.lower()
+    address = request.client.host if request.client else "unknown"
+    retry_after = throttle.retry_after(email, address)
+    if retry_after is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many failed logins; try again later",
+            headers={"Retry-After": str(retry_after)},
+        )
+    found = "\0" not in email
     user = (
-        session.exec(select(User).where(User.email == email)).first()
-        if "\0" not in email
-        else None
+        session.exec(select(User).where(User.email == email)).first() if found else None
     )
     if not verify_password(form.password, user.password_hash if user else None):
+        throttle.failed(email, address)
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
-    return Token(access_token=create_access_token(user.id))
+    throttle.succeeded(email, address)
+    return Token(access_token=create_access_token(user.id, user.token_version))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke the access token this request carries",
+    responses=error_responses(401),
+)
+def logout(claims: TokenClaims, _: CurrentUser, session: SessionDep) -> None:
+    session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) < utc_now()))
+    session.add(RevokedToken(token_id=claims.token_id, expires_at=claims.expires_at))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent logout with the same token revoked it first

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = 10
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = 1024 * 1024
+    redis_url: str = ""
+    login_max_failures: int = 5
+    login_max_failures_per_address: int = 20
+    login_window_seconds: int = 60
     host: str = ""
     port: int = 8000
     web_concurrency: int = os.cpu_count() or 1

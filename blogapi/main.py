@@ -7,18 +7,20 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from blogapi import auth, health, posts, users, votes
+from blogapi import account, auth, health, posts, users, votes
 from blogapi.config import settings
 from blogapi.db import DB_SLOTS, engine
 from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
 from blogapi.middleware import BodySizeLimit, OptionalTrailingSlash, SecurityHeaders
 from blogapi.request_log import RequestLog, configure_logging
+from blogapi.throttle import build_login_throttle
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.db_slots = anyio.Semaphore(DB_SLOTS)
+    app.state.login_throttle = build_login_throttle()
     yield
     engine.dispose()
 
@@ -51,7 +53,7 @@ def create_app() -> FastAPI:
     def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    for feature in (auth, users, posts, votes, health):
+    for feature in (auth, users, account, posts, votes, health):
         app.include_router(feature.router)
     return app
 

@@ -1,6 +1,8 @@
 """Password hashing and access tokens: pure functions, no FastAPI."""
 
-from datetime import timedelta
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from passlib.context import CryptContext
@@ -28,22 +30,43 @@ def verify_password(password: str, password_hash: str | None) -> bool:
     return hashable and password_hash is not None and matches
 
 
-def create_access_token(user_id: int) -> str:
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a valid access token says: whose it is, its id, and the user's token version."""
+
+    user_id: int
+    token_id: str
+    version: int
+    expires_at: datetime
+
+
+def create_access_token(user_id: int, version: int) -> str:
     now = utc_now()
     expires = now + timedelta(minutes=settings.access_token_expire_minutes)
-    claims = {"sub": str(user_id), "iat": now, "exp": expires}
+    claims = {
+        "sub": str(user_id),
+        "jti": uuid.uuid4().hex,
+        "ver": version,
+        "iat": now,
+        "exp": expires,
+    }
     return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
 
 
-def read_access_token(token: str) -> int | None:
-    """The user id a valid token names, or None for any invalid, expired or forged token."""
+def read_access_token(token: str) -> AccessClaims | None:
+    """The claims of a valid token, or None for any invalid, expired or forged token."""
     try:
         claims = jwt.decode(
             token,
             settings.secret_key,
             algorithms=[ALGORITHM],
-            options={"require": ["sub", "exp", "iat"]},
+            options={"require": ["sub", "jti", "ver", "exp", "iat"]},
         )
-        return int(claims["sub"])
-    except (jwt.InvalidTokenError, ValueError):
+        return AccessClaims(
+            user_id=int(claims["sub"]),
+            token_id=str(claims["jti"]),
+            version=int(claims["ver"]),
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        )
+    except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
         return None

@@ -22,7 +22,7 @@ from blogapi.db import engine
 from blogapi.main import app
 from blogapi.server import migrate
 
-TABLES = ("votes", "posts", "users")
+TABLES = ("votes", "posts", "users", "revoked_tokens")
 
 
 @pytest.fixture(scope="session", autouse=True)

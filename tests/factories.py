@@ -1,34 +1,153 @@
-"""Factories for users, tokens and posts, made through the API itself."""
+"""Factories for users, tokens, posts and votes, made through the API itself.
 
+Each takes a TestClient, or an httpx.Client pointed at a live server.
+
+The few helpers that reach past the API (forging tokens, deleting a user, backdating a
+post, counting vote rows) go straight to the test database through the app's engine.
+"""
+
+import base64
+import json
+import uuid
+from datetime import datetime, timedelta
 from itertools import count
 from typing import Any
 
-from fastapi.testclient import TestClient
+import jwt
+from httpx import Client, Response
+from sqlmodel import Session, col, delete, func, select, update
+
+from blogapi.config import settings
+from blogapi.db import engine, utc_now
+from blogapi.posts import Post
+from blogapi.users import User
+from blogapi.votes import Vote
 
 PASSWORD = "correct horse battery"
 _serial = count(1)
 
 
-def create_user(client: TestClient, email: str | None = None, password: str = PASSWORD) -> dict:
+def create_user(
+    client: Client, email: str | None = None, password: str = PASSWORD
+) -> dict:
     email = email or f"user{next(_serial)}@example.com"
     response = client.post("/users/", json={"email": email, "password": password})
     assert response.status_code == 201, response.text
     return response.json()
 
 
-def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str, str]:
+def login(client: Client, email: str, password: str = PASSWORD) -> dict[str, str]:
     response = client.post("/login", data={"username": email, "password": password})
     assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+    return bearer(response.json()["access_token"])
 
 
-def create_user_and_login(client: TestClient) -> tuple[dict, dict[str, str]]:
+def create_user_and_login(client: Client) -> tuple[dict, dict[str, str]]:
     user = create_user(client)
     return user, login(client, user["email"])
 
 
-def create_post(client: TestClient, headers: dict[str, str], **fields: Any) -> dict:
+def create_post(client: Client, headers: dict[str, str], **fields: Any) -> dict:
     body = {"title": f"Post {next(_serial)}", "content": "Some content", **fields}
     response = client.post("/posts/", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def vote(
+    client: Client, headers: dict[str, str], post_id: int, direction: int = 1
+) -> Response:
+    return client.post(
+        "/vote/", json={"post_id": post_id, "dir": direction}, headers=headers
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_token(
+    sub: Any,
+    *,
+    key: str | None = None,
+    algorithm: str = "HS256",
+    lifetime: timedelta = timedelta(minutes=5),
+    **claims: Any,
+) -> str:
+    """A JWT like the app's own, signed with the app's key unless told otherwise.
+
+    Pass a claim as None to leave it out of the token.
+    """
+    now = utc_now()
+    payload = {
+        "sub": sub,
+        "jti": uuid.uuid4().hex,
+        "ver": 0,
+        "iat": now,
+        "exp": now + lifetime,
+        **claims,
+    }
+    payload = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(payload, key or settings.secret_key, algorithm=algorithm)
+
+
+def unsigned_token(sub: Any) -> str:
+    """A token that claims `alg: none` and carries no signature."""
+    now = int(utc_now().timestamp())
+    header = {"alg": "none", "typ": "JWT"}
+    payload = {
+        "sub": sub,
+        "jti": uuid.uuid4().hex,
+        "ver": 0,
+        "iat": now,
+        "exp": now + 300,
+    }
+    return ".".join([_b64(header), _b64(payload), ""])
+
+
+def _b64(part: dict) -> str:
+    raw = json.dumps(part, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def delete_user_row(user_id: int) -> None:
+    """Remove a user straight from the database (the API has no such route)."""
+    with Session(engine) as session:
+        session.exec(delete(User).where(col(User.id) == user_id))
+        session.commit()
+
+
+def set_created_at(post_ids: list[int], when: datetime) -> None:
+    """Backdate posts, since clients can't set `created_at`."""
+    with Session(engine) as session:
+        session.exec(
+            update(Post).where(col(Post.id).in_(post_ids)).values(created_at=when)
+        )
+        session.commit()
+
+
+def count_vote_rows(post_id: int) -> int:
+    with Session(engine) as session:
+        query = select(func.count()).select_from(Vote).where(Vote.post_id == post_id)
+        return session.exec(query).one()
+
+
+def assert_invalid(response: Response, loc: tuple, message: str = "") -> None:
+    """A 422 whose `detail` names the field at `loc`, with `message` in its text."""
+    assert response.status_code == 422, response.text
+    errors = [
+        error["msg"]
+        for error in response.json()["detail"]
+        if tuple(error["loc"]) == loc
+    ]
+    assert errors, f"no error at {loc}: {response.json()['detail']}"
+    assert any(message in error for error in errors), errors
+
+
+def assert_unauthorized(
+    response: Response, detail: str = "Could not validate credentials"
+) -> None:
+    """A 401 with the Bearer challenge, as every bad or missing token gets."""
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json() == {"detail": detail}
