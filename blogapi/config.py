@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -20,20 +20,20 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./blogapi.db"
     secret_key: str = ""
-    access_token_expire_minutes: int = 60
+    access_token_expire_minutes: int = Field(default=60, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
-    bcrypt_rounds: int = 12
-    db_pool_size: int = 5
-    db_max_overflow: int = 10
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     log_format: Literal["text", "json"] = "text"
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     redis_url: str = ""
-    login_max_failures: int = 5
-    login_max_failures_per_address: int = 20
-    login_window_seconds: int = 60
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_window_seconds: int = Field(default=60, ge=1)
     host: str = ""
-    port: int = 8000
-    web_concurrency: int = os.cpu_count() or 1
+    port: int = Field(default=8000, ge=1, le=65535)
+    web_concurrency: int = Field(default=os.cpu_count() or 1, ge=1)
 
     @field_validator("database_url")
     @classmethod
