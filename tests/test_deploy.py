@@ -1,0 +1,321 @@
+"""The deployment files, checked without a Docker engine: Dockerfile, compose, Procfile, CI.
+
+The image's start command is also run for real: the files the Dockerfile copies are staged in a
+scratch directory standing in for its WORKDIR, and its CMD runs there with its ENV until its
+HEALTHCHECK command passes. Installing requirements.txt into a fresh virtual environment, as the
+image does, takes half a minute or more, so that test runs only with BLOGAPI_SLOW_TESTS=1.
+"""
+
+import configparser
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CI_RUN = (ROOT / ".ci" / "run").read_text()
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    return [
+        (keyword.upper(), arguments.strip())
+        for keyword, _, arguments in (
+            line.strip().partition(" ") for line in joined.splitlines() if line.strip()
+        )
+    ]
+
+
+def instructions(keyword: str) -> list[str]:
+    return [arguments for name, arguments in dockerfile() if name == keyword]
+
+
+def position(keyword: str, pattern: str) -> int:
+    """Where the first KEYWORD instruction matching pattern is, in Dockerfile order."""
+    for index, (name, arguments) in enumerate(dockerfile()):
+        if name == keyword and re.search(pattern, arguments):
+            return index
+    raise AssertionError(f"no {keyword} matching {pattern!r} in the Dockerfile")
+
+
+def dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for arguments in instructions("ENV"):
+        env |= dict(pair.split("=", 1) for pair in shlex.split(arguments))
+    return env
+
+
+def healthcheck_command() -> str:
+    (healthcheck,) = instructions("HEALTHCHECK")
+    return healthcheck.split(" CMD ", 1)[1].strip()
+
+
+def copied_sources() -> list[str]:
+    return [
+        source
+        for arguments in instructions("COPY")
+        for source in shlex.split(arguments)[:-1]
+    ]
+
+
+def test_base_image_is_slim_official_python_matching_python_version() -> None:
+    (base,) = instructions("FROM")
+    version = (ROOT / ".python-version").read_text().strip()
+    assert re.fullmatch(rf"python:{re.escape(version)}(\.\d+)?-slim(-\w+)?", base), base
+
+
+def test_dependencies_are_installed_before_the_code_is_copied() -> None:
+    requirements_copied = position("COPY", r"^requirements\.txt\b")
+    installed = position("RUN", r"pip install .*-r requirements\.txt")
+    code_copied = position("COPY", r"^blogapi\b")
+    assert requirements_copied < installed < code_copied
+    assert all(
+        index > installed
+        for index, (name, arguments) in enumerate(dockerfile())
+        if name in {"COPY", "ADD"} and not arguments.startswith("requirements.txt")
+    ), "only requirements.txt may be copied before the dependencies are installed"
+
+
+def test_runs_as_a_non_root_user_it_creates() -> None:
+    users = instructions("USER")
+    assert users, "no USER: the container would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    assert position("RUN", rf"useradd .*\b{user}\b") < position("USER", user)
+    assert position("USER", user) > max(
+        index for index, (name, _) in enumerate(dockerfile()) if name == "RUN"
+    ), "every RUN after USER would run as that user; keep USER after the installs"
+
+
+def test_listens_on_port_8000_by_default() -> None:
+    assert instructions("EXPOSE") == ["8000"]
+    assert dockerfile_env()["PORT"] == "8000"
+
+
+def test_healthcheck_asks_health_with_python_not_curl() -> None:
+    command = healthcheck_command()
+    assert "/health" in command and "/health/ready" not in command
+    assert "urllib" in command
+    assert "curl" not in command and "wget" not in command
+
+
+def test_cmd_is_python_m_blogapi_in_exec_form() -> None:
+    (cmd,) = instructions("CMD")
+    assert json.loads(cmd) == ["python", "-m", "blogapi"]
+
+
+def dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(path: str) -> bool:
+    return any(
+        fnmatch.fnmatch(path, pattern.removeprefix("**/")) for pattern in dockerignore()
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [".venv", ".git", "blogapi.db", "blogapi.db-wal", "blogapi.db.secret", ".env"],
+)
+def test_dockerignore_keeps_local_state_and_secrets_out(path: str) -> None:
+    assert ignored(path), f"{path} would be sent to the Docker build"
+
+
+def test_everything_the_image_copies_exists_and_is_not_ignored() -> None:
+    for source in copied_sources():
+        assert (ROOT / source).exists(), source
+        assert not ignored(source), (
+            f"{source} is copied but .dockerignore leaves it out"
+        )
+
+
+def test_procfile_runs_the_server_and_migrates_on_release() -> None:
+    processes = dict(
+        line.split(":", 1)
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.strip()
+    )
+    assert {name: command.strip() for name, command in processes.items()} == {
+        "web": "python -m blogapi",
+        "release": "alembic upgrade head",
+    }
+    assert (ROOT / ".python-version").read_text().strip() == "3.11"
+
+
+def compose(name: str = "compose.yaml") -> dict:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def test_compose_starts_the_api_after_a_healthy_postgres_with_a_named_volume() -> None:
+    services = compose()["services"]
+    api, db = services["api"], services["db"]
+    assert api["build"] == "."
+    assert api["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert {"DATABASE_URL", "SECRET_KEY"} <= set(api["environment"])
+    assert "@db:5432/" in api["environment"]["DATABASE_URL"]
+    assert "command" not in api, (
+        "the image's CMD (python -m blogapi) applies migrations"
+    )
+    assert db["image"] == "postgres:16"
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    volume, mount_point = db["volumes"][0].split(":")[:2]
+    assert volume in compose()["volumes"]
+    assert mount_point == "/var/lib/postgresql/data"
+
+
+def test_compose_override_bind_mounts_the_code_and_reloads() -> None:
+    api = compose("compose.override.yaml")["services"]["api"]
+    assert api["command"] == ["python", "-m", "blogapi", "--reload"]
+    assert "./blogapi:/app/blogapi" in api["volumes"]
+    assert api["environment"]["HOST"] == "0.0.0.0"
+
+
+def test_ci_workflow_lints_then_runs_ci_run_then_builds_the_image() -> None:
+    jobs = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())["jobs"]
+    assert jobs["test"]["needs"] == "lint"
+    assert jobs["docker"]["needs"] == "test"
+    steps = {job: [step.get("run", "") for step in jobs[job]["steps"]] for job in jobs}
+    assert "bash .ci/run" in steps["test"]
+    assert jobs["test"]["services"]["postgres"]["ports"] == ["5432:5432"]
+    assert any(run.startswith("docker build") for run in steps["docker"])
+    lint = [run for run in steps["lint"] if run.startswith("ruff ")]
+    assert lint, "the lint job runs no ruff command"
+    for command in lint:
+        assert f".venv/bin/{command}" in CI_RUN, f"{command!r} is not what .ci/run runs"
+
+
+def test_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(ROOT / "deploy" / "blogapi.service")
+    service = unit["Service"]
+    assert service["Restart"] == "on-failure"
+    assert service["EnvironmentFile"].startswith("/etc/")
+    assert service["User"] not in {"root", ""}
+    assert re.fullmatch(r"/\S+/\.venv/bin/python -m blogapi", service["ExecStart"])
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_nginx_proxies_to_the_app_with_forwarded_headers() -> None:
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert re.search(r"server 127\.0\.0\.1:8000;", conf)
+    assert re.search(r"proxy_pass http://blogapi;", conf)
+    for header in ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"):
+        assert re.search(rf"proxy_set_header {header} \$\w+;", conf), header
+    assert re.search(r"listen 80;", conf) and "server_name" in conf
+
+
+def test_requirements_are_pinned_and_installed_here_at_those_versions() -> None:
+    """The suite runs on the versions the image installs (direct dependencies)."""
+    from importlib.metadata import version
+
+    pins = [
+        line.split("#")[0].strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    for pin in pins:
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[\w,-]+\])?==(\S+)", pin)
+        assert match, f"{pin!r} is not pinned with =="
+        name, _, pinned = match.groups()
+        assert version(name) == pinned, (
+            f"{name} {version(name)} is installed, requirements.txt pins {pinned}: "
+            "pip install -r requirements-dev.txt"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthcheck_passes(env: dict[str, str]) -> bool:
+    check = subprocess.run(
+        ["sh", "-c", healthcheck_command()],
+        check=False,
+        env=env,
+        capture_output=True,
+        timeout=10,
+    )
+    return check.returncode == 0
+
+
+def test_the_image_cmd_serves_and_passes_its_healthcheck(tmp_path: Path) -> None:
+    """Stage what the Dockerfile copies into a stand-in WORKDIR and run its CMD there."""
+    (workdir,) = instructions("WORKDIR")
+    for source in copied_sources():
+        copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy
+        copy(ROOT / source, tmp_path / source)
+    (tmp_path / "data").mkdir()
+    port = str(free_port())
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "SECRET_KEY", "PYTHONPATH", "HOST"}
+    }
+    env |= {
+        key: value.replace(workdir, str(tmp_path))
+        for key, value in dockerfile_env().items()
+    }
+    env |= {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+        "PORT": port,
+        "HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": "1",
+    }
+    assert not healthcheck_passes(env)
+    log = tmp_path / "server.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            json.loads(instructions("CMD")[0]),
+            cwd=tmp_path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not healthcheck_passes(env):
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        assert (tmp_path / "data" / "blogapi.db").exists(), "migrations did not run"
+    finally:
+        server.terminate()
+        server.wait(timeout=40)
+
+
+@pytest.mark.skipif(
+    os.environ.get("BLOGAPI_SLOW_TESTS") != "1",
+    reason="installs requirements.txt into a fresh venv (30 s or more); "
+    "set BLOGAPI_SLOW_TESTS=1 to run it",
+)
+def test_the_image_install_command_works_in_a_fresh_venv(tmp_path: Path) -> None:
+    (install,) = [run for run in instructions("RUN") if "-r requirements.txt" in run]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+    env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["sh", "-c", install], cwd=ROOT, env=env, check=True)
+    subprocess.run([venv / "bin" / "pip", "check"], env=env, check=True)
+    subprocess.run(
+        [venv / "bin" / "python", "-c", "import blogapi.main"],
+        cwd=ROOT,
+        env={**env, "SECRET_KEY": "x" * 40},
+        check=True,
+    )
