@@ -66,6 +66,7 @@ def main() -> None:
             host=args.host or "127.0.0.1",
             port=args.port,
             reload=True,
+            reload_dirs=[str(Path(__file__).resolve().parent)],
             access_log=False,
             server_header=False,
         )
