@@ -1,0 +1,293 @@
+"""/login and the access token rules that every protected route shares."""
+
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from blogapi import security
+from blogapi.config import settings
+from tests.factories import (
+    PASSWORD,
+    assert_invalid,
+    assert_unauthorized,
+    bearer,
+    create_user,
+    delete_user_row,
+    make_token,
+    unsigned_token,
+)
+
+
+def test_login_returns_a_bearer_token(client: TestClient) -> None:
+    user = create_user(client)
+
+    response = client.post(
+        "/login", data={"username": user["email"], "password": PASSWORD}
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"access_token", "token_type"}
+    assert body["token_type"] == "bearer"
+    me = client.get("/users/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200
+    assert me.json() == user
+
+
+def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -> None:
+    user = create_user(client)
+    token = client.post(
+        "/login", data={"username": user["email"], "password": PASSWORD}
+    ).json()["access_token"]
+
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, settings.secret_key, algorithms=["HS256"])
+    assert claims["sub"] == str(user["id"])
+    lifetime = claims["exp"] - claims["iat"]
+    assert lifetime == settings.access_token_expire_minutes * 60
+
+
+def test_login_email_is_case_insensitive(client: TestClient) -> None:
+    create_user(client, email="ada@example.com")
+
+    response = client.post(
+        "/login", data={"username": "ADA@Example.com", "password": PASSWORD}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["token_type"] == "bearer"
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("ada@example.com", "wrong password"),
+        ("nobody@example.com", PASSWORD),
+        ("ada@example.com", PASSWORD.upper()),
+        ("ada@example.com", "x" * 100),
+        ("ada@example.com", "nul\0inside"),
+        ("ada\0@example.com", PASSWORD),
+    ],
+)
+def test_bad_credentials_are_403_and_alike(
+    client: TestClient, username: str, password: str
+) -> None:
+    create_user(client, email="ada@example.com")
+
+    response = client.post("/login", data={"username": username, "password": password})
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Invalid Credentials"}
+    assert "www-authenticate" not in response.headers
+
+
+@pytest.mark.parametrize("email", ["ada@example.com", "nobody@example.com"])
+def test_unknown_email_costs_one_hash_check_like_a_wrong_password(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, email: str
+) -> None:
+    create_user(client, email="ada@example.com")
+    checked: list[str] = []
+    verify = security._passwords.verify
+
+    def counting_verify(secret: str, hash: str) -> bool:
+        checked.append(hash)
+        return verify(secret, hash)
+
+    monkeypatch.setattr(security._passwords, "verify", counting_verify)
+
+    response = client.post("/login", data={"username": email, "password": "wrong!!!"})
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Invalid Credentials"}
+    assert len(checked) == 1
+    assert checked[0].startswith("$2")
+
+
+@pytest.mark.parametrize("missing", ["username", "password"])
+def test_login_with_a_missing_field_is_422(client: TestClient, missing: str) -> None:
+    form = {"username": "ada@example.com", "password": PASSWORD}
+    del form[missing]
+
+    response = client.post("/login", data=form)
+
+    assert_invalid(response, ("body", missing), "Field required")
+
+
+def test_login_takes_a_form_not_json(client: TestClient) -> None:
+    create_user(client, email="ada@example.com")
+
+    response = client.post(
+        "/login", json={"username": "ada@example.com", "password": PASSWORD}
+    )
+
+    assert_invalid(response, ("body", "username"), "Field required")
+
+
+def test_login_answers_with_and_without_a_trailing_slash(client: TestClient) -> None:
+    create_user(client, email="ada@example.com")
+
+    for path in ("/login", "/login/"):
+        response = client.post(
+            path,
+            data={"username": "ada@example.com", "password": PASSWORD},
+            follow_redirects=False,
+        )
+        assert response.status_code == 200, path
+
+
+def test_swagger_authorize_points_at_login(client: TestClient) -> None:
+    schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]
+
+    (scheme,) = schemes.values()
+    assert scheme["type"] == "oauth2"
+    token_url = scheme["flows"]["password"]["tokenUrl"]
+    create_user(client, email="ada@example.com")
+    # Swagger UI resolves tokenUrl against the docs page and posts the form there.
+    response = client.post(
+        f"/{token_url.lstrip('/')}",
+        data={
+            "grant_type": "password",
+            "username": "ada@example.com",
+            "password": PASSWORD,
+            "scope": "",
+        },
+    )
+    assert response.status_code == 200
+    assert response.json()["token_type"] == "bearer"
+
+
+# Every protected route answers a bad token the same way; /users/me stands for them all.
+
+
+def test_missing_token_is_401(client: TestClient) -> None:
+    assert_unauthorized(client.get("/users/me"), "Not authenticated")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Basic YWRhOnNlY3JldA==",
+        "Token abc.def.ghi",
+        "abc.def.ghi",
+    ],
+)
+def test_authorization_that_is_not_a_bearer_token_is_401(
+    client: TestClient, authorization: str
+) -> None:
+    response = client.get("/users/me", headers={"Authorization": authorization})
+
+    assert_unauthorized(response, "Not authenticated")
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "garbage", "a.b.c", "a.b", "...", "eyJhbGciOiJIUzI1NiJ9.e30.", "é" * 20],
+)
+def test_malformed_token_is_401(client: TestClient, token: str) -> None:
+    create_user(client)
+    authorization = f"Bearer {token}".encode()
+
+    response = client.get("/users/me", headers={"Authorization": authorization})
+
+    assert_unauthorized(response)
+
+
+def test_tampered_token_is_401(client: TestClient) -> None:
+    victim = create_user(client)
+    attacker = create_user(client)
+    header, _, signature = make_token(str(attacker["id"])).split(".")
+    forged_payload = make_token(str(victim["id"])).split(".")[1]
+
+    response = client.get(
+        "/users/me", headers=bearer(f"{header}.{forged_payload}.{signature}")
+    )
+
+    assert_unauthorized(response)
+
+
+def test_token_signed_with_another_key_is_401(client: TestClient) -> None:
+    user = create_user(client)
+    token = make_token(str(user["id"]), key="another-key-that-is-long-enough-1234")
+
+    assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+
+
+def test_expired_token_is_401(client: TestClient) -> None:
+    user = create_user(client)
+    token = make_token(str(user["id"]), lifetime=timedelta(seconds=-1))
+
+    assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+
+
+def test_alg_none_token_is_401(client: TestClient) -> None:
+    user = create_user(client)
+
+    response = client.get("/users/me", headers=bearer(unsigned_token(str(user["id"]))))
+
+    assert_unauthorized(response)
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_token_with_another_algorithm_is_401(
+    client: TestClient, algorithm: str
+) -> None:
+    user = create_user(client)
+    token = make_token(str(user["id"]), algorithm=algorithm)
+
+    assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+
+
+@pytest.mark.parametrize("claim", ["sub", "exp", "iat"])
+def test_token_missing_a_required_claim_is_401(client: TestClient, claim: str) -> None:
+    user = create_user(client)
+    claims: dict[str, Any] = {"sub": str(user["id"]), claim: None}
+
+    token = make_token(**claims)
+
+    assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+
+
+@pytest.mark.parametrize(
+    "sub", ["abc", "", "0", "-1", "1.5", str(2**31), str(2**63), str(10**30)]
+)
+def test_token_naming_no_possible_user_is_401(client: TestClient, sub: str) -> None:
+    create_user(client)
+
+    response = client.get("/users/me", headers=bearer(make_token(sub)))
+
+    assert_unauthorized(response)
+
+
+def test_token_of_a_deleted_user_is_401(client: TestClient) -> None:
+    user = create_user(client)
+    token = make_token(str(user["id"]))
+    assert client.get("/users/me", headers=bearer(token)).status_code == 200
+
+    delete_user_row(user["id"])
+
+    assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/users/me"),
+        ("GET", "/users/1"),
+        ("GET", "/posts/"),
+        ("POST", "/posts/"),
+        ("GET", "/posts/1"),
+        ("PUT", "/posts/1"),
+        ("PATCH", "/posts/1"),
+        ("DELETE", "/posts/1"),
+        ("POST", "/vote/"),
+    ],
+)
+def test_every_protected_route_rejects_a_bad_token(
+    client: TestClient, method: str, path: str
+) -> None:
+    response = client.request(method, path, headers=bearer("a.b.c"))
+
+    assert_unauthorized(response)

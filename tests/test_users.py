@@ -1,0 +1,219 @@
+"""/users: registration, the public user, and /users/me."""
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from blogapi.db import engine
+from blogapi.users import User
+from tests.factories import (
+    PASSWORD,
+    assert_invalid,
+    assert_unauthorized,
+    create_user,
+    create_user_and_login,
+    login,
+)
+
+
+def test_register_returns_the_public_user(client: TestClient) -> None:
+    response = client.post(
+        "/users/", json={"email": "ada@example.com", "password": PASSWORD}
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "email", "created_at"}
+    assert isinstance(body["id"], int)
+    assert body["email"] == "ada@example.com"
+    created_at = datetime.fromisoformat(body["created_at"])
+    assert created_at.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - created_at) < timedelta(minutes=1)
+
+
+def test_email_is_stored_lower_case(client: TestClient) -> None:
+    user = create_user(client, email="Ada.Lovelace@Example.COM")
+
+    assert user["email"] == "ada.lovelace@example.com"
+    with Session(engine) as session:
+        stored = session.exec(select(User.email).where(User.id == user["id"])).one()
+    assert stored == "ada.lovelace@example.com"
+
+
+@pytest.mark.parametrize(
+    "second", ["ada@example.com", "ADA@example.com", "Ada@Example.Com"]
+)
+def test_same_email_in_any_case_is_a_conflict(client: TestClient, second: str) -> None:
+    create_user(client, email="ada@example.com")
+
+    response = client.post("/users/", json={"email": second, "password": PASSWORD})
+
+    assert response.status_code == 409
+    assert response.json() == {"detail": "Email already registered"}
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "ada@", "@example.com", ""])
+def test_invalid_email_is_rejected(client: TestClient, email: str) -> None:
+    response = client.post("/users/", json={"email": email, "password": PASSWORD})
+
+    assert_invalid(response, ("body", "email"), "email")
+
+
+def test_password_shorter_than_8_characters_is_rejected(client: TestClient) -> None:
+    response = client.post(
+        "/users/", json={"email": "ada@example.com", "password": "seven77"}
+    )
+
+    assert_invalid(response, ("body", "password"), "at least 8 characters")
+
+
+def test_password_over_72_bytes_is_rejected(client: TestClient) -> None:
+    # 37 characters, 74 bytes in UTF-8: short in characters, too long for bcrypt.
+    response = client.post(
+        "/users/", json={"email": "ada@example.com", "password": "é" * 37}
+    )
+
+    assert_invalid(response, ("body", "password"), "at most 72 bytes in UTF-8")
+
+
+@pytest.mark.parametrize("password", ["8 chars!", "é" * 36, "x" * 72])
+def test_password_at_the_bounds_is_accepted(client: TestClient, password: str) -> None:
+    user = create_user(client, email="ada@example.com", password=password)
+
+    assert login(client, user["email"], password)
+
+
+def test_password_with_nul_is_rejected(client: TestClient) -> None:
+    response = client.post(
+        "/users/", json={"email": "ada@example.com", "password": "pass\0word123"}
+    )
+
+    assert_invalid(response, ("body", "password"), "NUL")
+
+
+@pytest.mark.parametrize("missing", ["email", "password"])
+def test_missing_field_is_rejected(client: TestClient, missing: str) -> None:
+    body = {"email": "ada@example.com", "password": PASSWORD}
+    del body[missing]
+
+    response = client.post("/users/", json=body)
+
+    assert_invalid(response, ("body", missing), "Field required")
+
+
+def test_server_owned_fields_are_ignored_on_register(client: TestClient) -> None:
+    response = client.post(
+        "/users/",
+        json={
+            "email": "ada@example.com",
+            "password": PASSWORD,
+            "id": 4242,
+            "created_at": "2000-01-01T00:00:00Z",
+            "password_hash": "not-a-hash",
+        },
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["id"] != 4242
+    assert not body["created_at"].startswith("2000")
+    assert login(client, "ada@example.com")
+
+
+def test_password_and_hash_never_leave_the_server(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    registered = client.post(
+        "/users/", json={"email": "ada@example.com", "password": PASSWORD}
+    )
+    headers = login(client, "ada@example.com")
+    client.post("/login", data={"username": "ada@example.com", "password": "wrong!!!"})
+    responses = [
+        registered,
+        client.get("/users/me", headers=headers),
+        client.get(f"/users/{registered.json()['id']}", headers=headers),
+    ]
+    with Session(engine) as session:
+        password_hash = session.exec(select(User.password_hash)).one()
+
+    for response in responses:
+        assert response.status_code in {200, 201}
+        assert "password" not in response.text
+        assert PASSWORD not in response.text
+        assert password_hash not in response.text
+    assert PASSWORD not in caplog.text
+    assert password_hash not in caplog.text
+
+
+def test_read_a_user_by_id(client: TestClient) -> None:
+    other = create_user(client)
+    _, headers = create_user_and_login(client)
+
+    response = client.get(f"/users/{other['id']}", headers=headers)
+
+    assert response.status_code == 200
+    assert response.json() == other
+
+
+def test_read_a_missing_user_is_404(client: TestClient) -> None:
+    me, headers = create_user_and_login(client)
+
+    response = client.get(f"/users/{me['id'] + 1000}", headers=headers)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "User not found"}
+
+
+@pytest.mark.parametrize("user_id", ["0", "-1", "abc", str(2**31), str(2**63)])
+def test_a_user_id_that_cannot_exist_is_rejected(
+    client: TestClient, user_id: str
+) -> None:
+    _, headers = create_user_and_login(client)
+
+    response = client.get(f"/users/{user_id}", headers=headers)
+
+    assert_invalid(response, ("path", "user_id"))
+
+
+def test_read_me_returns_the_caller(client: TestClient) -> None:
+    create_user(client)
+    me, headers = create_user_and_login(client)
+
+    response = client.get("/users/me", headers=headers)
+
+    assert response.status_code == 200
+    assert response.json() == me
+
+
+@pytest.mark.parametrize("path", ["/users/me", "/users/1"])
+def test_reading_users_needs_a_token(client: TestClient, path: str) -> None:
+    create_user(client)
+
+    assert_unauthorized(client.get(path), "Not authenticated")
+
+
+def test_user_paths_answer_with_and_without_a_trailing_slash(
+    client: TestClient,
+) -> None:
+    for path in ("/users", "/users/"):
+        response = client.post(
+            path,
+            json={"email": f"ada{len(path)}@example.com", "password": PASSWORD},
+            follow_redirects=False,
+        )
+        assert response.status_code == 201, path
+    headers = login(client, "ada6@example.com")
+    me = client.get("/users/me", headers=headers).json()
+    for path in (
+        "/users/me",
+        "/users/me/",
+        f"/users/{me['id']}",
+        f"/users/{me['id']}/",
+    ):
+        response = client.get(path, headers=headers, follow_redirects=False)
+        assert response.status_code == 200, path
+        assert response.json() == me

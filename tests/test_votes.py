@@ -1,0 +1,274 @@
+"""/vote: adding and removing votes, and the counts posts show."""
+
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from blogapi.db import engine
+from blogapi.main import app
+from tests.factories import (
+    assert_invalid,
+    assert_unauthorized,
+    count_vote_rows,
+    create_post,
+    create_user_and_login,
+    vote,
+)
+
+
+def votes_shown(client: TestClient, headers: dict[str, str], post_id: int) -> int:
+    """The count as the single-post route and the list both show it."""
+    one = client.get(f"/posts/{post_id}", headers=headers).json()["votes"]
+    listed = client.get("/posts/", params={"limit": 100}, headers=headers).json()
+    assert [post["votes"] for post in listed if post["id"] == post_id] == [one]
+    return one
+
+
+def test_add_a_vote(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    _, voter = create_user_and_login(client)
+
+    response = vote(client, voter, post["id"], 1)
+
+    assert response.status_code == 201
+    assert response.json() == {"message": "successfully added vote"}
+    assert votes_shown(client, author, post["id"]) == 1
+    assert count_vote_rows(post["id"]) == 1
+
+
+def test_remove_a_vote(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    _, voter = create_user_and_login(client)
+    vote(client, voter, post["id"], 1)
+
+    response = vote(client, voter, post["id"], 0)
+
+    assert response.status_code == 201
+    assert response.json() == {"message": "successfully deleted vote"}
+    assert votes_shown(client, author, post["id"]) == 0
+    assert count_vote_rows(post["id"]) == 0
+
+
+def test_counts_add_up_over_voters_and_posts(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    first, second = create_post(client, author), create_post(client, author)
+    voters = [create_user_and_login(client)[1] for _ in range(3)]
+    for voter in voters:
+        assert vote(client, voter, first["id"]).status_code == 201
+    assert vote(client, voters[0], second["id"]).status_code == 201
+    assert vote(client, author, second["id"]).status_code == 201
+    assert vote(client, voters[1], first["id"], 0).status_code == 201
+
+    assert votes_shown(client, author, first["id"]) == 2
+    assert votes_shown(client, author, second["id"]) == 2
+
+
+def test_voting_twice_is_409_and_counts_once(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    voter_user, voter = create_user_and_login(client)
+    vote(client, voter, post["id"], 1)
+
+    response = vote(client, voter, post["id"], 1)
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "detail": f"User {voter_user['id']} has already voted on post {post['id']}"
+    }
+    assert votes_shown(client, author, post["id"]) == 1
+
+
+def test_removing_a_vote_that_does_not_exist_is_404(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    _, voter = create_user_and_login(client)
+
+    response = vote(client, voter, post["id"], 0)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Vote does not exist"}
+    assert votes_shown(client, author, post["id"]) == 0
+
+
+def test_removing_another_users_vote_is_404(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    _, voter = create_user_and_login(client)
+    vote(client, voter, post["id"], 1)
+
+    response = vote(client, author, post["id"], 0)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Vote does not exist"}
+    assert votes_shown(client, author, post["id"]) == 1
+
+
+@pytest.mark.parametrize("direction", [0, 1])
+def test_voting_on_a_missing_post_is_404(client: TestClient, direction: int) -> None:
+    _, voter = create_user_and_login(client)
+
+    response = vote(client, voter, 4242, direction)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Post 4242 not found"}
+
+
+@pytest.mark.parametrize("direction", [0, 1])
+def test_voting_on_someone_elses_draft_is_404(
+    client: TestClient, direction: int
+) -> None:
+    _, author = create_user_and_login(client)
+    draft = create_post(client, author, published=False)
+    _, voter = create_user_and_login(client)
+
+    response = vote(client, voter, draft["id"], direction)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"Post {draft['id']} not found"}
+    assert count_vote_rows(draft["id"]) == 0
+    assert client.get(f"/posts/{draft['id']}", headers=author).json() == draft
+
+
+def test_voting_on_your_own_draft_counts(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    draft = create_post(client, author, published=False)
+
+    assert vote(client, author, draft["id"]).status_code == 201
+    assert votes_shown(client, author, draft["id"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "message"),
+    [
+        ({"post_id": 1, "dir": 2}, ("body", "dir"), "0 or 1"),
+        ({"post_id": 1, "dir": -1}, ("body", "dir"), "0 or 1"),
+        ({"post_id": 1, "dir": None}, ("body", "dir"), "0 or 1"),
+        ({"post_id": 1}, ("body", "dir"), "Field required"),
+        ({"dir": 1}, ("body", "post_id"), "Field required"),
+        ({"post_id": 0, "dir": 1}, ("body", "post_id"), "greater than or equal"),
+        ({"post_id": 2**63, "dir": 1}, ("body", "post_id"), "less than or equal"),
+        ({"post_id": "one", "dir": 1}, ("body", "post_id"), "valid integer"),
+    ],
+)
+def test_invalid_vote_is_422(
+    client: TestClient, body: dict, loc: tuple, message: str
+) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    assert post["id"] == 1
+
+    response = client.post("/vote/", json=body, headers=author)
+
+    assert_invalid(response, loc, message)
+    assert votes_shown(client, author, post["id"]) == 0
+
+
+def test_voting_needs_a_token(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+
+    response = client.post("/vote/", json={"post_id": post["id"], "dir": 1})
+
+    assert_unauthorized(response, "Not authenticated")
+    assert votes_shown(client, author, post["id"]) == 0
+
+
+def test_vote_answers_with_and_without_a_trailing_slash(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+
+    for path, direction in (("/vote", 1), ("/vote/", 0)):
+        response = client.post(
+            path,
+            json={"post_id": post["id"], "dir": direction},
+            headers=author,
+            follow_redirects=False,
+        )
+        assert response.status_code == 201, path
+
+
+def test_deleting_a_post_deletes_its_votes(client: TestClient) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    _, voter = create_user_and_login(client)
+    vote(client, voter, post["id"])
+
+    assert client.delete(f"/posts/{post['id']}", headers=author).status_code == 204
+
+    assert count_vote_rows(post["id"]) == 0
+
+
+# Simultaneous duplicate votes, through a real server (PostgreSQL only)
+
+needs_postgresql = pytest.mark.skipif(
+    engine.dialect.name != "postgresql",
+    reason="SQLite serialises every write, so there is no race to test; "
+    "run with TEST_DATABASE_URL pointing at PostgreSQL",
+)
+RACERS = 12
+
+
+@pytest.fixture
+def live_server() -> Iterator[str]:
+    """The app served by uvicorn on a free local port, in a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.01)
+        assert server.started, "the test server did not start"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def race(base_url: str, headers: dict[str, str], body: dict) -> Counter[int]:
+    """Send the same vote from RACERS threads at once, one connection each."""
+    start = threading.Barrier(RACERS)
+    statuses: list[int] = []
+
+    def send() -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            start.wait()
+            statuses.append(http.post("/vote/", json=body, headers=headers).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Counter(statuses)
+
+
+@needs_postgresql
+def test_simultaneous_duplicate_votes_give_one_201_and_409s(live_server: str) -> None:
+    with httpx.Client(base_url=live_server) as http:
+        _, author = create_user_and_login(http)
+        post = create_post(http, author)
+        _, voter = create_user_and_login(http)
+
+        added = race(live_server, voter, {"post_id": post["id"], "dir": 1})
+        shown = http.get(f"/posts/{post['id']}", headers=author).json()["votes"]
+        removed = race(live_server, voter, {"post_id": post["id"], "dir": 0})
+        after = http.get(f"/posts/{post['id']}", headers=author).json()["votes"]
+
+    assert added == {201: 1, 409: RACERS - 1}
+    assert shown == 1
+    assert removed == {201: 1, 404: RACERS - 1}
+    assert after == 0
+    assert count_vote_rows(post["id"]) == 0
