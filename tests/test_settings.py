@@ -1,0 +1,256 @@
+"""Settings from the environment or a .env file, and the CORS policy built from them.
+
+Each test builds its own `Settings` from a cleaned environment; the app is never reloaded.
+"""
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+
+from blogapi import main
+from blogapi.config import MIN_SECRET_KEY_LENGTH, Settings
+
+GOOD_KEY = "k" * MIN_SECRET_KEY_LENGTH
+SETTINGS_ENV = ("DATABASE_URL", "SECRET_KEY", "ACCESS_TOKEN_EXPIRE_MINUTES")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget what conftest put in the environment for the app under test."""
+    for name in (*SETTINGS_ENV, "CORS_ORIGINS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def load(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)
+
+
+# DATABASE_URL
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        (
+            "postgres://u:p@db.example:5432/app",
+            "postgresql+psycopg2://u:p@db.example:5432/app",
+        ),
+        ("postgresql://u@db.example/app", "postgresql+psycopg2://u@db.example/app"),
+        (
+            "postgresql+psycopg2://u@db.example/app",
+            "postgresql+psycopg2://u@db.example/app",
+        ),
+        (
+            "postgresql+psycopg://u@db.example/app",
+            "postgresql+psycopg://u@db.example/app",
+        ),
+    ],
+)
+def test_postgres_urls_are_normalised(
+    monkeypatch: pytest.MonkeyPatch, given: str, used: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    monkeypatch.setenv("SECRET_KEY", GOOD_KEY)
+
+    settings = load()
+
+    assert settings.database_url == used
+    assert not settings.is_sqlite
+
+
+def test_default_database_is_a_sqlite_file_in_the_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    settings = load()
+
+    assert settings.is_sqlite
+    assert settings.sqlite_path is not None
+    assert settings.sqlite_path.resolve().parent == tmp_path.resolve()
+
+
+# SECRET_KEY
+
+
+@pytest.mark.parametrize("key", [None, "", "k" * (MIN_SECRET_KEY_LENGTH - 1)])
+@pytest.mark.parametrize(
+    "url", ["postgres://u@db.example/app", "postgresql+psycopg2://u@db.example/app"]
+)
+def test_postgresql_needs_a_long_secret_key(
+    monkeypatch: pytest.MonkeyPatch, url: str, key: str | None
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    if key is not None:
+        monkeypatch.setenv("SECRET_KEY", key)
+
+    with pytest.raises(ValidationError) as failure:
+        load()
+
+    message = str(failure.value)
+    assert f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters" in (
+        message
+    )
+    assert "secrets.token_urlsafe" in message
+
+
+def test_postgresql_takes_a_key_of_the_minimum_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@db.example/app")
+    monkeypatch.setenv("SECRET_KEY", GOOD_KEY)
+
+    assert load().secret_key == GOOD_KEY
+
+
+def test_sqlite_without_a_key_keeps_one_beside_the_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = tmp_path / "app.db"
+    key_file = tmp_path / "app.db.secret"
+
+    with caplog.at_level(logging.WARNING, logger="blogapi"):
+        first = load(database_url=f"sqlite:///{database}")
+
+    assert key_file.read_text().strip() == first.secret_key
+    assert len(first.secret_key) >= MIN_SECRET_KEY_LENGTH
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["app.db.secret"]
+    assert "SECRET_KEY is not set" in caplog.text
+    assert str(key_file) in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="blogapi"):
+        second = load(database_url=f"sqlite:///{database}")
+
+    assert second.secret_key == first.secret_key
+    assert caplog.text == ""
+
+
+def test_each_sqlite_database_gets_its_own_key(tmp_path: Path) -> None:
+    one = load(database_url=f"sqlite:///{tmp_path / 'one.db'}")
+    two = load(database_url=f"sqlite:///{tmp_path / 'two.db'}")
+
+    assert one.secret_key != two.secret_key
+
+
+def test_sqlite_uses_a_key_that_is_set(tmp_path: Path) -> None:
+    settings = load(database_url=f"sqlite:///{tmp_path / 'app.db'}", secret_key="set")
+
+    assert settings.secret_key == "set"
+    assert list(tmp_path.iterdir()) == []
+
+
+# Other settings, and the .env file
+
+
+def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@db.example/app")
+    monkeypatch.setenv("SECRET_KEY", GOOD_KEY)
+    monkeypatch.setenv("ACCESS_TOKEN_EXPIRE_MINUTES", "15")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example")
+
+    settings = load()
+
+    assert settings.access_token_expire_minutes == 15
+    assert settings.cors_origins == ["https://a.example"]
+
+
+def test_values_come_from_a_dotenv_file(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "DATABASE_URL=postgres://u@db.example/app\n"
+        f"SECRET_KEY={GOOD_KEY}\n"
+        "ACCESS_TOKEN_EXPIRE_MINUTES=5\n"
+        "CORS_ORIGINS=https://a.example,https://b.example\n"
+    )
+
+    settings = Settings(_env_file=dotenv)
+
+    assert settings.database_url == "postgresql+psycopg2://u@db.example/app"
+    assert settings.secret_key == GOOD_KEY
+    assert settings.access_token_expire_minutes == 5
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("given", "origins"),
+    [
+        ("https://a.example", ["https://a.example"]),
+        (
+            " https://a.example , https://b.example:8080,",
+            ["https://a.example", "https://b.example:8080"],
+        ),
+        ("*", ["*"]),
+        ("", []),
+    ],
+)
+def test_cors_origins_are_a_comma_separated_list(
+    monkeypatch: pytest.MonkeyPatch, given: str, origins: list[str]
+) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", given)
+
+    assert load(database_url="sqlite://").cors_origins == origins
+
+
+# CORS, as the app applies these settings
+
+
+def cors_client(monkeypatch: pytest.MonkeyPatch, origins: str) -> TestClient:
+    monkeypatch.setattr(
+        main, "settings", load(database_url="sqlite://", cors_origins=origins)
+    )
+    return TestClient(main.create_app())
+
+
+def preflight(client: TestClient, origin: str) -> dict[str, str]:
+    response = client.options(
+        "/posts/",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "Authorization",
+        },
+    )
+    return dict(response.headers)
+
+
+def test_listed_origins_get_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = cors_client(monkeypatch, "https://a.example,https://b.example")
+
+    allowed = client.get("/", headers={"Origin": "https://b.example"}).headers
+    other = client.get("/", headers={"Origin": "https://evil.example"}).headers
+
+    assert allowed["access-control-allow-origin"] == "https://b.example"
+    assert allowed["access-control-allow-credentials"] == "true"
+    assert "access-control-allow-origin" not in other
+    assert preflight(client, "https://a.example")[
+        "access-control-allow-credentials"
+    ] == ("true")
+
+
+@pytest.mark.parametrize("origins", ["*", "https://a.example,*"])
+def test_any_origin_never_comes_with_credentials(
+    monkeypatch: pytest.MonkeyPatch, origins: str
+) -> None:
+    client = cors_client(monkeypatch, origins)
+
+    simple = client.get("/", headers={"Origin": "https://any.example"}).headers
+    checked = preflight(client, "https://any.example")
+
+    assert simple["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in simple
+    assert checked["access-control-allow-origin"] in {"*", "https://any.example"}
+    assert "access-control-allow-credentials" not in checked
+
+
+def test_no_origins_means_no_cors_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = cors_client(monkeypatch, "")
+
+    headers = client.get("/", headers={"Origin": "https://a.example"}).headers
+
+    assert "access-control-allow-origin" not in headers
