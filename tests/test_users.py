@@ -13,9 +13,13 @@ from tests.factories import (
     PASSWORD,
     assert_invalid,
     assert_unauthorized,
+    count_vote_rows,
+    create_post,
     create_user,
     create_user_and_login,
+    delete_user_row,
     login,
+    vote,
 )
 
 
@@ -217,3 +221,21 @@ def test_user_paths_answer_with_and_without_a_trailing_slash(
         response = client.get(path, headers=headers, follow_redirects=False)
         assert response.status_code == 200, path
         assert response.json() == me
+
+
+def test_removing_a_user_removes_their_posts_and_votes(client: TestClient) -> None:
+    gone, gone_headers = create_user_and_login(client)
+    stays, headers = create_user_and_login(client)
+    their_post = create_post(client, gone_headers)
+    my_post = create_post(client, headers)
+    assert vote(client, gone_headers, my_post["id"]).status_code == 201
+    assert vote(client, headers, their_post["id"]).status_code == 201
+
+    delete_user_row(gone["id"])
+
+    assert [post["id"] for post in client.get("/posts/", headers=headers).json()] == [
+        my_post["id"]
+    ]
+    assert count_vote_rows(their_post["id"]) == 0
+    assert count_vote_rows(my_post["id"]) == 0
+    assert client.get(f"/users/{stays['id']}", headers=headers).status_code == 200
