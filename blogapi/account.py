@@ -23,7 +23,7 @@ class AccountDeletion(SQLModel):
 
 
 router = APIRouter(
-    prefix="/users/me", tags=["users"], responses=error_responses(401, 403)
+    prefix="/users/me", tags=["users"], responses=error_responses(400, 401, 403)
 )
 
 

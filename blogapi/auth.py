@@ -2,7 +2,7 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, col, delete, select
@@ -35,6 +35,7 @@ router = APIRouter(tags=["authentication"])
 def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
+    response: Response,
     session: SessionDep,
     throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
 ) -> Token:
@@ -55,6 +56,7 @@ def login(
         throttle.failed(email, address)
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
     throttle.succeeded(email, address)
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: never cache a token
     return Token(access_token=create_access_token(user.id, user.token_version))
 
 

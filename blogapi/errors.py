@@ -1,8 +1,12 @@
 """The error body every failure shares, and the handlers that keep it JSON."""
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
@@ -22,6 +26,27 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, type[BaseMo
     return {code: {"model": ErrorMessage} for code in status_codes}
 
 
+def _fits_json(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except ValueError:
+        return False
+    return True
+
+
+async def _invalid_request(
+    request: Request, exc: RequestValidationError
+) -> JSONResponse:
+    """FastAPI's 422, less any `input` that JSON in UTF-8 can't carry back (a lone
+    surrogate sent as `\\ud800`, a number sent as `1e400`), which would otherwise turn
+    the answer into a 500."""
+    errors = jsonable_encoder(exc.errors())
+    for error in errors:
+        if not _fits_json(error.get("input")):
+            del error["input"]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
         "database unavailable on %s %s: %s", request.method, request.url.path, exc
@@ -39,6 +64,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -5,14 +5,18 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from blogapi import account, auth, health, posts, users, votes
 from blogapi.config import settings
 from blogapi.db import DB_SLOTS, engine
 from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
-from blogapi.middleware import BodySizeLimit, OptionalTrailingSlash, SecurityHeaders
+from blogapi.middleware import (
+    AllowedOriginsOnly,
+    BodySizeLimit,
+    OptionalTrailingSlash,
+    SecurityHeaders,
+)
 from blogapi.request_log import RequestLog, configure_logging
 from blogapi.throttle import build_login_throttle
 
@@ -36,7 +40,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(
-        CORSMiddleware,
+        AllowedOriginsOnly,
         allow_origins=settings.cors_origins,
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["*"],

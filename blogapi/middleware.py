@@ -1,8 +1,9 @@
 """The ASGI middleware every response passes through, apart from the request log."""
 
 from fastapi import HTTPException, status
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -74,3 +75,26 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class AllowedOriginsOnly(CORSMiddleware):
+    """CORS for the configured origins; any other origin gets no `Access-Control-*` header.
+
+    Starlette's own middleware still sends Allow-Methods, Allow-Headers (echoing the
+    request) and Allow-Credentials to an origin it refuses.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin = Headers(scope=scope).get("origin") if scope["type"] == "http" else None
+        if origin is None or self.is_allowed_origin(origin):
+            await super().__call__(scope, receive, send)
+            return
+
+        async def send_without_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name in {n for n in headers if n.startswith("access-control-")}:
+                    del headers[name]
+            await send(message)
+
+        await super().__call__(scope, receive, send_without_cors)

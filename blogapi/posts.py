@@ -143,6 +143,7 @@ def list_posts(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a post",
+    responses=error_responses(400),
 )
 def create_post(body: PostCreate, session: SessionDep, user: CurrentUser) -> PostPublic:
     post = Post.model_validate(body, update={"owner_id": user.id})
@@ -157,7 +158,9 @@ def read_post(post: VisiblePost) -> PostPublic:
     return PostPublic.model_validate(post)
 
 
-@router.put("/{post_id}", summary="Replace a post", responses=error_responses(403, 404))
+@router.put(
+    "/{post_id}", summary="Replace a post", responses=error_responses(400, 403, 404)
+)
 def replace_post(body: PostCreate, post: OwnedPost, session: SessionDep) -> PostPublic:
     post.sqlmodel_update(body.model_dump())
     session.commit()
@@ -165,7 +168,9 @@ def replace_post(body: PostCreate, post: OwnedPost, session: SessionDep) -> Post
 
 
 @router.patch(
-    "/{post_id}", summary="Change part of a post", responses=error_responses(403, 404)
+    "/{post_id}",
+    summary="Change part of a post",
+    responses=error_responses(400, 403, 404),
 )
 def update_post(body: PostUpdate, post: OwnedPost, session: SessionDep) -> PostPublic:
     post.sqlmodel_update(body.model_dump(exclude_unset=True))

@@ -117,7 +117,7 @@ router = APIRouter(prefix="/users", tags=["users"])
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Register a user",
-    responses=error_responses(409),
+    responses=error_responses(400, 409),
 )
 def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
     user = User.model_validate(

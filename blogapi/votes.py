@@ -43,7 +43,7 @@ router = APIRouter(prefix="/vote", tags=["votes"])
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Add or remove your vote on a post",
-    responses=error_responses(401, 404, 409),
+    responses=error_responses(400, 401, 404, 409),
 )
 def vote(body: VoteCreate, session: SessionDep, user: CurrentUser) -> VoteResult:
     user_id, step = user.id, 1 if body.dir == 1 else -1
