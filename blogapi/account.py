@@ -59,6 +59,15 @@ def delete_account(
     # taken back below are all the votes the cascade removes.
     session.exec(select(User.id).where(User.id == user.id).with_for_update())
     voted = select(Vote.post_id).where(Vote.user_id == user.id)
+    # Then the posts it voted on, in id order. An unvote in flight holds its post, so this
+    # waits it out and the UPDATE below (a later snapshot) no longer counts that vote; and
+    # two deletions that share posts queue up instead of deadlocking.
+    session.exec(
+        select(Post.id)
+        .where(col(Post.id).in_(voted))
+        .order_by(Post.id)
+        .with_for_update()
+    )
     session.exec(
         update(Post)
         .where(col(Post.id).in_(voted))

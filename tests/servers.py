@@ -1,0 +1,387 @@
+"""Real processes for the tests a TestClient can't stand in for.
+
+- `ServerProcess`: `python -m blogapi` (migrations, then gunicorn) on a free loopback port,
+  with the environment a test gives it; it can be stopped, or killed with SIGKILL.
+- `scratch_database`: a database of its own for those servers, made on the PostgreSQL server
+  TEST_DATABASE_URL names (dropped afterwards), or a SQLite file in a temporary folder.
+- `PostgresCluster`: a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`) on a spare port,
+  for tests that stop the database; the shared one is never touched.
+
+Every wait here is bounded, and every request goes to 127.0.0.1.
+"""
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = "server-test-secret-key-that-is-long-enough-for-hs256"
+START_SECONDS = 30
+STOP_SECONDS = 15
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_test_url() -> str | None:
+    """TEST_DATABASE_URL when the suite runs on PostgreSQL, else None."""
+    url = os.environ.get("TEST_DATABASE_URL", "")
+    return url if url.startswith(("postgres://", "postgresql")) else None
+
+
+def requires_postgres(why: str) -> pytest.MarkDecorator:
+    """Skip on the SQLite run, saying why the test needs PostgreSQL."""
+    return pytest.mark.skipif(
+        postgres_test_url() is None,
+        reason=f"{why}: runs when TEST_DATABASE_URL names a PostgreSQL database",
+    )
+
+
+class ServerProcess:
+    """`python -m blogapi` in its own process group, serving on 127.0.0.1:<free port>."""
+
+    def __init__(self, database_url: str, workers: int = 1, **env: str) -> None:
+        self.database_url = database_url
+        self.workers = workers
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.folder = Path(tempfile.mkdtemp(prefix="blogapi-server-"))
+        self.log = self.folder / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ServerProcess":
+        self.launch()
+        self.wait_until_healthy()
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve."""
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if name in {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV"}
+        }
+        environment = {
+            **inherited,
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": self.database_url,
+            "SECRET_KEY": SECRET_KEY,
+            "BCRYPT_ROUNDS": "4",
+            # gunicorn's control socket defaults to one path per user: one per server here.
+            "GUNICORN_CMD_ARGS": f"--control-socket={self.folder / 'gunicorn.ctl'}",
+            **self.env,
+        }
+        command = [sys.executable, "-m", "blogapi", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--workers", str(self.workers)]
+        with self.log.open("ab") as log:
+            # The folder as working directory: no stray .env or blogapi.db is picked up.
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.folder,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited:\n{self.log_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise AssertionError(
+            f"server not healthy in {START_SECONDS} s:\n{self.log_text()}"
+        )
+
+    def client(self, timeout: float = 10) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def _signal(self, number: signal.Signals) -> None:
+        # gunicorn's master and its workers share the group this process leads.
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, number)
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once, as a crash or an OOM kill would."""
+        self._signal(signal.SIGKILL)
+        self._reap()
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+        try:
+            self._reap()
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def _reap(self) -> None:
+        if self.process is None:
+            return
+        self.process.wait(timeout=STOP_SECONDS)
+        # Workers that outlive their master would keep the port; none may be left.
+        deadline = time.monotonic() + STOP_SECONDS
+        while _group_alive(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(self.process.pid):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def running_servers(
+    count: int, database_url: str, workers: int = 1, **env: str
+) -> Iterator[list[ServerProcess]]:
+    """Servers started side by side on one database, which should be migrated already:
+    each still runs the (then empty) migrations, as `python -m blogapi` always does."""
+    servers = [ServerProcess(database_url, workers, **env) for _ in range(count)]
+    try:
+        for server in servers:
+            server.launch()
+        for server in servers:
+            server.wait_until_healthy()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+            shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@contextmanager
+def running_server(
+    database_url: str, workers: int = 1, **env: str
+) -> Iterator[ServerProcess]:
+    with running_servers(1, database_url, workers, **env) as (server,):
+        yield server
+
+
+def migrate(database_url: str) -> None:
+    """Bring a scratch database to the latest schema, as `python -m blogapi` would."""
+    config = Config(ROOT / "alembic.ini")
+    config.attributes["configure_logging"] = False
+    url = _psycopg2_url(database_url).render_as_string(hide_password=False)
+    config.attributes["database_url"] = url
+    command.upgrade(config, "head")
+
+
+@contextmanager
+def scratch_database(label: str) -> Iterator[str]:
+    """A new database at the latest schema, for server processes; removed afterwards.
+
+    On the PostgreSQL run it is created beside TEST_DATABASE_URL (same server and
+    credentials, a unique name), so concurrent runs never share it; otherwise it is
+    a SQLite file in a temporary folder.
+    """
+    server_url = postgres_test_url()
+    if server_url is None:
+        folder = Path(tempfile.mkdtemp(prefix=f"blogapi-{label}-"))
+        try:
+            url = f"sqlite:///{folder / 'blogapi.db'}"
+            migrate(url)
+            yield url
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    base = _psycopg2_url(server_url)
+    name = f"{base.database}_{label}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        base.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = base.set(database=name).render_as_string(hide_password=False)
+            migrate(url)
+            yield url
+        finally:
+            with admin.connect() as connection:
+                connection.execute(
+                    text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                )
+    finally:
+        admin.dispose()
+
+
+def _postgres_bin() -> Path | None:
+    """The folder holding initdb and pg_ctl: Debian's versioned one, else the PATH's."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda path: int(Path(path).parent.name),
+        reverse=True,
+    )
+    found = shutil.which("initdb")
+    if found:
+        candidates.append(str(Path(found).parent))
+    for folder in map(Path, candidates):
+        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
+            return folder
+    return None
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of the test's own, in a temporary folder on a spare port.
+
+    PostgreSQL refuses to run as root, so as root its commands run as the `postgres` user.
+    Authentication is `trust`, listening on 127.0.0.1 only.
+    """
+
+    def __init__(self) -> None:
+        self.bin = _postgres_bin()
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="blogapi-cluster-"))
+        self.data = self.folder / "data"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/blogapi"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        if _postgres_bin() is None:
+            return "needs PostgreSQL's initdb and pg_ctl to start a cluster of its own"
+        if os.geteuid() == 0 and shutil.which("runuser") is None:
+            return "running as root, and no runuser to start PostgreSQL as postgres"
+        if os.geteuid() == 0:
+            try:
+                import pwd
+
+                pwd.getpwnam("postgres")
+            except KeyError:
+                return (
+                    "running as root, and there is no postgres user to run PostgreSQL"
+                )
+        return None
+
+    def _run(self, *command: str, timeout: float = 60) -> None:
+        assert self.bin is not None
+        argv = [str(self.bin / command[0]), *command[1:]]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        assert result.returncode == 0, f"{argv}:\n{result.stdout}\n{result.stderr}"
+
+    def create(self) -> "PostgresCluster":
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self._run(
+            "initdb", "--no-sync", "--no-instructions", "--auth=trust",
+            "--username=postgres", "--encoding=UTF8", "--locale=C", f"--pgdata={self.data}",
+        )  # fmt: skip
+        self.start()
+        self._run(
+            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+            "-d", "postgres", "-qc", "CREATE DATABASE blogapi",
+        )  # fmt: skip
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        self._run(
+            "pg_ctl", "start", "--wait", "--timeout=30", f"--pgdata={self.data}",
+            f"--log={self.folder / 'postgres.log'}", f"--options={options}",
+        )  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(
+            "pg_ctl", "stop", "--wait", "--timeout=30", f"--mode={mode}",
+            f"--pgdata={self.data}",
+        )  # fmt: skip
+
+    def destroy(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    reason = PostgresCluster.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = PostgresCluster()
+    try:
+        yield cluster.create()
+    finally:
+        cluster.destroy()
+
+
+def _psycopg2_url(database_url: str) -> URL:
+    """The URL with the driver the app uses (SQLAlchemy's own default is psycopg 3)."""
+    url = make_url(database_url.replace("postgres://", "postgresql://", 1))
+    if url.drivername == "postgresql":
+        return url.set(drivername="postgresql+psycopg2")
+    return url
+
+
+def _inspection_engine(database_url: str) -> Engine:
+    return create_engine(_psycopg2_url(database_url), poolclass=NullPool)
+
+
+def vote_count_mismatches(database_url: str) -> dict[int, tuple[int, int]]:
+    """Posts whose `votes` differs from their rows in votes: {post id: (votes, rows)}."""
+    engine = _inspection_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT posts.id, posts.votes, COUNT(votes.post_id) FROM posts "
+                    "LEFT JOIN votes ON votes.post_id = posts.id "
+                    "GROUP BY posts.id, posts.votes"
+                )
+            )
+            return {
+                post: (votes, count) for post, votes, count in rows if votes != count
+            }
+    finally:
+        engine.dispose()
+
+
+def vote_rows(database_url: str) -> set[tuple[int, int]]:
+    """Every (user id, post id) in the votes table."""
+    engine = _inspection_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT user_id, post_id FROM votes"))
+            return {(user, post) for user, post in rows}
+    finally:
+        engine.dispose()

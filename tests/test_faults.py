@@ -1,0 +1,247 @@
+"""Database faults, against real server processes: the database going away and coming back,
+the server killed mid-burst, and vote counts under concurrent voting and account deletion.
+
+The outage test starts a PostgreSQL cluster of its own and stops that one (never the shared
+server), so it runs on the PostgreSQL run only. The others run on both databases, each
+against a scratch database of its own (see tests/servers.py).
+"""
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.factories import PASSWORD, create_post, create_user_and_login, vote
+from tests.servers import (
+    ServerProcess,
+    postgres_cluster,
+    requires_postgres,
+    running_server,
+    scratch_database,
+    vote_count_mismatches,
+    vote_rows,
+)
+
+OUTAGE_ANSWER_SECONDS = 5
+"""How long a request may take to be refused while the database is down."""
+
+
+def assert_database_unavailable(
+    what: str, response: httpx.Response, elapsed: float
+) -> None:
+    assert response.status_code == 503, f"{what}: {response.text}"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "detail": "The database is unavailable; try again shortly"
+    }
+    assert int(response.headers["retry-after"]) > 0
+    assert elapsed < OUTAGE_ANSWER_SECONDS, f"{what} took {elapsed:.1f} s"
+
+
+def timed(send: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = send()
+    return response, time.monotonic() - started
+
+
+@requires_postgres("stops and restarts a PostgreSQL cluster of its own")
+def test_database_outage_gives_503_quickly_and_recovers_without_restart() -> None:
+    with (
+        postgres_cluster() as cluster,
+        running_server(cluster.url, workers=1) as server,
+        server.client(timeout=30) as client,
+    ):
+        user, headers = create_user_and_login(client)
+        post = create_post(client, headers)
+        assert client.get("/health/ready").status_code == 200
+
+        cluster.stop("immediate")
+        requests = {
+            "list posts": lambda: client.get("/posts/", headers=headers),
+            "read a post": lambda: client.get(f"/posts/{post['id']}", headers=headers),
+            "readiness": lambda: client.get("/health/ready"),
+            "create a post": lambda: client.post(
+                "/posts/", json={"title": "t", "content": "c"}, headers=headers
+            ),
+            "vote": lambda: vote(client, headers, post["id"]),
+            "log in": lambda: client.post(
+                "/login", data={"username": user["email"], "password": PASSWORD}
+            ),
+        }
+        for name, send in requests.items():
+            response, elapsed = timed(send)
+            assert_database_unavailable(name, response, elapsed)
+        assert client.get("/health").status_code == 200, (
+            "liveness must not depend on it"
+        )
+
+        cluster.start()
+        response, _ = timed(lambda: client.get("/posts/", headers=headers))
+        assert response.status_code == 200, response.text
+        assert [found["id"] for found in response.json()] == [post["id"]]
+        assert client.get("/health/ready").json() == {"status": "ok"}
+        assert vote(client, headers, post["id"]).status_code == 201
+        assert server.process.poll() is None
+        assert server.log_text().count("Booting worker") == 1, "a worker restarted"
+
+
+WRITERS = 4
+WRITES_PER_WRITER = 200
+ACKNOWLEDGED_BEFORE_KILL = 20
+BURST_SECONDS = 20
+
+
+@pytest.fixture
+def durable_database() -> Iterator[str]:
+    with scratch_database("durability") as url:
+        yield url
+
+
+def test_every_acknowledged_write_survives_sigkill(durable_database: str) -> None:
+    server = ServerProcess(durable_database, workers=2).start()
+    try:
+        acknowledged = _burst_then_kill(server)
+        server.start()
+        with server.client() as client:
+            _, headers = create_user_and_login(client)
+            for post_id, title in acknowledged["posts"]:
+                response = client.get(f"/posts/{post_id}", headers=headers)
+                assert response.status_code == 200, (post_id, response.text)
+                assert response.json()["title"] == title
+    finally:
+        server.stop()
+    assert set(acknowledged["votes"]) <= vote_rows(durable_database)
+    assert vote_count_mismatches(durable_database) == {}
+
+
+def _burst_then_kill(server: ServerProcess) -> dict[str, list]:
+    """Writers create posts and vote until the server is SIGKILLed under them."""
+    with server.client() as client:
+        writers = [create_user_and_login(client) for _ in range(WRITERS)]
+        shared = [create_post(client, writers[0][1])["id"] for _ in range(3)]
+    acknowledged: dict[str, list] = {"posts": [], "votes": [], "cut off": []}
+
+    def write(user: dict, headers: dict[str, str]) -> None:
+        targets = list(shared)
+        with server.client(timeout=10) as client:
+            for number in range(WRITES_PER_WRITER):
+                title = f"burst {user['id']}-{number}"
+                try:
+                    response = client.post(
+                        "/posts/",
+                        json={"title": title, "content": "x"},
+                        headers=headers,
+                    )
+                    if response.status_code != 201:
+                        return
+                    post_id = response.json()["id"]
+                    acknowledged["posts"].append((post_id, title))
+                    for target in [post_id, *targets[:1]]:
+                        if vote(client, headers, target).status_code != 201:
+                            return
+                        acknowledged["votes"].append((user["id"], target))
+                    targets = targets[1:]
+                except httpx.TransportError:
+                    acknowledged["cut off"].append(user["id"])
+                    return
+
+    threads = [threading.Thread(target=write, args=writer) for writer in writers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + BURST_SECONDS
+    while (
+        len(acknowledged["posts"]) < ACKNOWLEDGED_BEFORE_KILL
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    server.kill()
+    for thread in threads:
+        thread.join(timeout=15)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(acknowledged["posts"]) >= ACKNOWLEDGED_BEFORE_KILL, server.log_text()
+    assert acknowledged["cut off"], "the kill came after the burst, not during it"
+    return acknowledged
+
+
+CHURNERS = 8
+DELETERS = 8
+VOTES_PER_CHURNER = 40
+RACE_SECONDS = 4
+
+
+def test_vote_counts_match_rows_under_concurrent_votes_and_deletions() -> None:
+    """Churners vote and unvote the same posts at random, all at once; meanwhile other
+    voters delete their accounts while their own unvotes are in flight."""
+    with (
+        scratch_database("counts") as database,
+        running_server(database, workers=2) as server,
+        server.client() as client,
+    ):
+        _, author = create_user_and_login(client)
+        posts = [create_post(client, author)["id"] for _ in range(3)]
+        churners = [create_user_and_login(client)[1] for _ in range(CHURNERS)]
+        deleters = [create_user_and_login(client) for _ in range(DELETERS)]
+        for _, headers in deleters:
+            for post in posts:
+                assert vote(client, headers, post).status_code == 201
+        unexpected: list[str] = []
+        start = threading.Barrier(CHURNERS + 2 * DELETERS, timeout=30)
+        deadline = time.monotonic() + RACE_SECONDS
+
+        def churn(seed: int, headers: dict[str, str]) -> None:
+            choose = random.Random(seed)
+            with server.client() as own:
+                start.wait()
+                for _ in range(VOTES_PER_CHURNER):
+                    if time.monotonic() > deadline:
+                        return
+                    post, direction = choose.choice(posts), choose.randint(0, 1)
+                    response = vote(own, headers, post, direction)
+                    if response.status_code not in {201, 404, 409}:
+                        unexpected.append(
+                            f"vote: {response.status_code} {response.text}"
+                        )
+
+        def unvote(post: int, headers: dict[str, str]) -> None:
+            with server.client() as own:
+                start.wait()
+                response = vote(own, headers, post, 0)
+            # 404 or 401 when the account went first.
+            if response.status_code not in {201, 401, 404}:
+                unexpected.append(f"unvote: {response.status_code} {response.text}")
+
+        def delete_account(headers: dict[str, str]) -> None:
+            with server.client() as own:
+                start.wait()
+                response = own.request(
+                    "DELETE", "/users/me", json={"password": PASSWORD}, headers=headers
+                )
+            if response.status_code != 204:
+                unexpected.append(f"delete: {response.status_code} {response.text}")
+
+        threads = [
+            threading.Thread(target=churn, args=(seed, headers))
+            for seed, headers in enumerate(churners)
+        ]
+        for number, (_, headers) in enumerate(deleters):
+            threads.append(
+                threading.Thread(target=unvote, args=(posts[number % 3], headers))
+            )
+            threads.append(threading.Thread(target=delete_account, args=(headers,)))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=RACE_SECONDS + 30)
+        assert not any(thread.is_alive() for thread in threads)
+        assert unexpected == [], server.log_text()
+        assert vote_count_mismatches(database) == {}
+        rows = vote_rows(database)
+        deleted = {user["id"] for user, _ in deleters}
+        assert not {user for user, _ in rows} & deleted
+        listed = client.get("/posts/", headers=author).json()
+        assert {post["id"]: post["votes"] for post in listed} == {
+            post: sum(1 for _, voted in rows if voted == post) for post in posts
+        }
