@@ -60,6 +60,7 @@ class Post(PostBase, table=True):
             postgresql_using="gin",
             postgresql_ops={"title": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -56,6 +56,8 @@ class UserCreate(UserBase):
 
 class User(UserBase, table=True):
     __tablename__ = "users"
+    # Never hand a deleted user's id to someone new: old tokens name users by id.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     password_hash: str

@@ -41,6 +41,7 @@ def empty_database(schema: None) -> None:
         else:
             for table in TABLES:
                 connection.execute(text(f"DELETE FROM {table}"))
+            connection.execute(text("DELETE FROM sqlite_sequence"))
 
 
 @pytest.fixture

@@ -340,12 +340,6 @@ def test_deleting_an_account_with_a_wrong_password_is_403(client: TestClient) ->
     assert client.get(f"/posts/{post['id']}", headers=headers).json() == post
 
 
-@pytest.mark.xfail(
-    settings.is_sqlite,
-    reason="SQLite hands a deleted user's id to the next user (no AUTOINCREMENT), "
-    "and the deleted user's tokens then pass as the new user's",
-    strict=True,
-)
 def test_a_deleted_users_token_never_works_for_the_next_user(
     client: TestClient,
 ) -> None:

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("password_hash", sqlmodel.AutoString(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_users_email"), "users", ["email"], unique=True)
 
@@ -44,6 +45,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_posts")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_posts_created_at_id", "posts", ["created_at", "id"])
     op.create_index(op.f("ix_posts_owner_id"), "posts", ["owner_id"])
