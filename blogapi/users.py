@@ -76,7 +76,10 @@ class UserPublic(SQLModel):
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
 
 
-def get_token_claims(token: Annotated[str, Depends(oauth2_scheme)]) -> AccessClaims:
+async def get_token_claims(
+    token: Annotated[str, Depends(oauth2_scheme)],
+) -> AccessClaims:
+    """Async only to spare a worker-thread hop: checking a signature is quick CPU work."""
     claims = read_access_token(token)
     if claims is None or not 0 < claims.user_id <= MAX_ID:
         raise _invalid_credentials()
