@@ -146,6 +146,11 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def close(self) -> None:
+        """Stop, and remove the folder with the log."""
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def _reap(self) -> None:
         if self.process is None:
             return
@@ -183,8 +188,7 @@ def running_servers(
         yield servers
     finally:
         for server in servers:
-            server.stop()
-            shutil.rmtree(server.folder, ignore_errors=True)
+            server.close()
 
 
 @contextmanager

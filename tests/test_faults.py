@@ -112,7 +112,7 @@ def test_every_acknowledged_write_survives_sigkill(durable_database: str) -> Non
                 assert response.status_code == 200, (post_id, response.text)
                 assert response.json()["title"] == title
     finally:
-        server.stop()
+        server.close()
     assert set(acknowledged["votes"]) <= vote_rows(durable_database)
     assert vote_count_mismatches(durable_database) == {}
 
