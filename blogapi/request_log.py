@@ -9,7 +9,9 @@ import uuid
 from typing import Literal
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from blogapi.middleware import HttpMiddleware
 
 log = logging.getLogger("blogapi.requests")
 
@@ -45,16 +47,10 @@ def configure_logging(log_format: Literal["text", "json"]) -> None:
     root.propagate = False
 
 
-class RequestLog:
+class RequestLog(HttpMiddleware):
     """Logs method, path (never the query string), status, duration and request id."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         sent = (
             dict(scope["headers"])
