@@ -80,5 +80,6 @@ def main() -> None:
             f"--workers={args.workers}",
             f"--bind={args.host or '0.0.0.0'}:{args.port}",
             f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
+            "--no-control-socket",
         ],
     )

@@ -5,12 +5,14 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlmodel import SQLModel
 
 import blogapi.votes  # noqa: F401  (imports every table model)
 from blogapi.config import settings
 from blogapi.db import build_engine
+
+MIGRATION_LOCK = 0x626C6F67617069  # "blogapi"
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get(
@@ -50,6 +52,12 @@ def run_migrations() -> None:
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Servers started together each migrate on start: one at a time, and the
+                # later ones find the schema at head. Released when the transaction ends.
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             context.run_migrations()
     engine.dispose()
 

@@ -89,8 +89,6 @@ class ServerProcess:
             "DATABASE_URL": self.database_url,
             "SECRET_KEY": SECRET_KEY,
             "BCRYPT_ROUNDS": "4",
-            # gunicorn's control socket defaults to one path per user: one per server here.
-            "GUNICORN_CMD_ARGS": f"--control-socket={self.folder / 'gunicorn.ctl'}",
             **self.env,
         }
         command = [sys.executable, "-m", "blogapi", "--host", "127.0.0.1"]
