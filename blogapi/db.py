@@ -56,16 +56,20 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def build_engine(url: str) -> Engine:
-    pool = {
+    options = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
+        # Errors logged from the database must not carry bound values (password hashes).
+        "hide_parameters": True,
     }
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False}, **pool)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False}, **options
+        )
         event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
     return create_engine(
-        url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, **pool
+        url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, **options
     )
 
 
