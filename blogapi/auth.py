@@ -20,7 +20,7 @@ class Token(SQLModel):
     token_type: Literal["bearer"] = "bearer"
 
 
-def get_login_throttle(request: Request) -> LoginThrottle:
+async def get_login_throttle(request: Request) -> LoginThrottle:
     return request.app.state.login_throttle
 
 

@@ -10,7 +10,7 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 @router.get("", summary="Liveness: the process answers")
-def alive() -> dict[str, str]:
+async def alive() -> dict[str, str]:
     return {"status": "ok"}
 
 

@@ -54,7 +54,7 @@ def create_app() -> FastAPI:
     install_docs(app)
 
     @app.get("/", tags=["root"], summary="Welcome")
-    def root() -> dict[str, str]:
+    async def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
     for feature in (auth, users, account, posts, votes, health):

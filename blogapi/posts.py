@@ -101,7 +101,7 @@ def get_visible_post(post_id: PostId, session: SessionDep, user: CurrentUser) ->
     return post
 
 
-def get_owned_post(
+async def get_owned_post(
     post: Annotated[Post, Depends(get_visible_post)], user: CurrentUser
 ) -> Post:
     if post.owner_id != user.id:
@@ -155,7 +155,7 @@ def create_post(body: PostCreate, session: SessionDep, user: CurrentUser) -> Pos
 
 
 @router.get("/{post_id}", summary="One post", responses=error_responses(404))
-def read_post(post: VisiblePost) -> PostPublic:
+async def read_post(post: VisiblePost) -> PostPublic:
     return PostPublic.model_validate(post)
 
 

@@ -139,7 +139,7 @@ def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
 
 
 @router.get("/me", summary="The signed-in user", responses=error_responses(401))
-def read_me(user: CurrentUser) -> UserPublic:
+async def read_me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
