@@ -1,8 +1,6 @@
 """The error body every failure shares, and the handlers that keep it JSON."""
 
-import json
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -26,25 +24,16 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, type[BaseMo
     return {code: {"model": ErrorMessage} for code in status_codes}
 
 
-def _fits_json(value: Any) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
-    except ValueError:
-        return False
-    return True
-
-
 async def _invalid_request(
     request: Request, exc: RequestValidationError
 ) -> JSONResponse:
-    """FastAPI's 422, less any `input` that JSON in UTF-8 can't carry back (a lone
-    surrogate sent as `\\ud800`, a number sent as `1e400`), which would otherwise turn
-    the answer into a 500."""
-    errors = jsonable_encoder(exc.errors())
-    for error in errors:
-        if not _fits_json(error.get("input")):
-            del error["input"]
-    return JSONResponse({"detail": errors}, status_code=422)
+    """FastAPI's 422 without the `input` it echoes: that may be a password, or text that
+    JSON can't carry back (a lone surrogate, `1e400`) and would turn the answer into a 500."""
+    errors = [
+        {key: value for key, value in error.items() if key != "input"}
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

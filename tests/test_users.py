@@ -153,6 +153,28 @@ def test_password_and_hash_never_leave_the_server(
     assert password_hash not in caplog.text
 
 
+def test_a_rejected_body_never_echoes_a_password(client: TestClient) -> None:
+    secret = "MyRealPassword1"
+    _, headers = create_user_and_login(client)
+    rejected = [
+        client.post("/users/", json={"email": "not-an-email", "password": secret}),
+        client.post("/users/", json={"password": secret}),
+        client.put(
+            "/users/me/password",
+            json={"current_password": secret},
+            headers=headers,
+        ),
+        client.request(
+            "DELETE", "/users/me", json={"password": [secret]}, headers=headers
+        ),
+    ]
+
+    for response in rejected:
+        assert response.status_code == 422
+        assert response.json()["detail"]
+        assert secret not in response.text
+
+
 def test_read_a_user_by_id(client: TestClient) -> None:
     other = create_user(client)
     _, headers = create_user_and_login(client)
