@@ -12,7 +12,7 @@ from blogapi.errors import error_responses
 from blogapi.security import create_access_token, verify_password
 from blogapi.throttle import LoginThrottle
 from blogapi.tokens import RevokedToken
-from blogapi.users import CurrentUser, TokenClaims, User
+from blogapi.users import EMAIL_MAX_CHARS, CurrentUser, TokenClaims, User
 
 
 class Token(SQLModel):
@@ -41,19 +41,17 @@ def login(
 ) -> Token:
     email = form.username.lower()
     address = request.client.host if request.client else "unknown"
-    retry_after = throttle.retry_after(email, address)
+    if len(email) > EMAIL_MAX_CHARS or "\0" in email:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
+    retry_after = throttle.attempt(email, address)
     if retry_after is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "Too many failed logins; try again later",
             headers={"Retry-After": str(retry_after)},
         )
-    found = "\0" not in email
-    user = (
-        session.exec(select(User).where(User.email == email)).first() if found else None
-    )
+    user = session.exec(select(User).where(User.email == email)).first()
     if not verify_password(form.password, user.password_hash if user else None):
-        throttle.failed(email, address)
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
     throttle.succeeded(email, address)
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: never cache a token

@@ -1,5 +1,7 @@
 """Failed-login throttling per account and per client address.
 
+Every login attempt is counted before its password is checked, so parallel guesses
+can't slip past the limit while bcrypt runs; a successful login takes its attempt back.
 With REDIS_URL set, counts live in Redis and so hold across worker processes and
 machines; otherwise they live in this process's memory, and each worker counts alone
 (so the real limit is the setting times the number of workers).
@@ -16,15 +18,21 @@ from blogapi.config import settings
 
 log = logging.getLogger("blogapi")
 
-KEY_PREFIX = "blogapi:login-failures:"
+KEY_PREFIX = "blogapi:login-attempts:"
+MEMORY_PRUNE_SIZE = 10_000
+
+# Take one attempt back, but never bring back a key whose window has ended.
+_TAKE_BACK = (
+    "if redis.call('exists', KEYS[1]) == 1 then redis.call('decr', KEYS[1]) end"
+)
 
 
-class FailureStore(Protocol):
-    def count(self, key: str) -> tuple[int, int]:
-        """The failures counted under key in the current window, and its seconds left."""
+class AttemptStore(Protocol):
+    def add(self, key: str, window_seconds: int) -> tuple[int, int]:
+        """Count one attempt; the attempts in the key's window, and its seconds left."""
         ...
 
-    def add(self, key: str, window_seconds: int) -> None: ...
+    def take_back(self, key: str) -> None: ...
 
     def reset(self, key: str) -> None: ...
 
@@ -34,18 +42,22 @@ class MemoryStore:
         self._windows: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
-    def count(self, key: str) -> tuple[int, int]:
-        with self._lock:
-            failures, ends = self._windows.get(key, (0, 0.0))
-        left = ends - time.monotonic()
-        return (failures, int(left) + 1) if left > 0 else (0, 0)
-
-    def add(self, key: str, window_seconds: int) -> None:
+    def add(self, key: str, window_seconds: int) -> tuple[int, int]:
         now = time.monotonic()
         with self._lock:
-            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
-            failures, ends = self._windows.get(key, (0, now + window_seconds))
-            self._windows[key] = (failures + 1, ends)
+            if len(self._windows) > MEMORY_PRUNE_SIZE:
+                self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+            attempts, ends = self._windows.get(key, (0, 0.0))
+            if ends <= now:
+                attempts, ends = 0, now + window_seconds
+            self._windows[key] = (attempts + 1, ends)
+        return attempts + 1, int(ends - now) + 1
+
+    def take_back(self, key: str) -> None:
+        with self._lock:
+            attempts, ends = self._windows.get(key, (0, 0.0))
+            if attempts > 0:
+                self._windows[key] = (attempts - 1, ends)
 
     def reset(self, key: str) -> None:
         with self._lock:
@@ -69,26 +81,27 @@ class RedisStore:
             )
             return None
 
-    def count(self, key: str) -> tuple[int, int]:
-        result = self._run(
-            self._redis.pipeline().get(KEY_PREFIX + key).ttl(KEY_PREFIX + key)
+    def add(self, key: str, window_seconds: int) -> tuple[int, int]:
+        name = KEY_PREFIX + key
+        pipeline = (
+            self._redis.pipeline().incr(name).expire(name, window_seconds, nx=True)
         )
-        if not result or result[0] is None:
+        result = self._run(pipeline.ttl(name))
+        if result is None:
             return (0, 0)
-        return (int(result[0]), max(int(result[1]), 1))
+        return (int(result[0]), max(int(result[2]), 1))
 
-    def add(self, key: str, window_seconds: int) -> None:
-        pipeline = self._redis.pipeline().incr(KEY_PREFIX + key)
-        self._run(pipeline.expire(KEY_PREFIX + key, window_seconds, nx=True))
+    def take_back(self, key: str) -> None:
+        self._run(self._redis.pipeline().eval(_TAKE_BACK, 1, KEY_PREFIX + key))
 
     def reset(self, key: str) -> None:
         self._run(self._redis.pipeline().delete(KEY_PREFIX + key))
 
 
 class LoginThrottle:
-    """Refuses logins for an account or address that failed too often in the window."""
+    """Refuses logins for an account or address with too many attempts in the window."""
 
-    def __init__(self, store: FailureStore) -> None:
+    def __init__(self, store: AttemptStore) -> None:
         self.store = store
         self.window = settings.login_window_seconds
         self.limits = {
@@ -100,21 +113,19 @@ class LoginThrottle:
     def _keys(email: str, address: str) -> dict[str, str]:
         return {"account": f"account:{email}", "address": f"address:{address}"}
 
-    def retry_after(self, email: str, address: str) -> int | None:
-        """Seconds to wait before trying again, or None when a try is allowed."""
+    def attempt(self, email: str, address: str) -> int | None:
+        """Count this attempt: seconds to wait when it is one too many, else None."""
         waits = []
         for kind, key in self._keys(email, address).items():
-            failures, seconds_left = self.store.count(key)
-            if failures >= self.limits[kind]:
+            attempts, seconds_left = self.store.add(key, self.window)
+            if attempts > self.limits[kind]:
                 waits.append(seconds_left)
         return max(waits, default=None)
 
-    def failed(self, email: str, address: str) -> None:
-        for key in self._keys(email, address).values():
-            self.store.add(key, self.window)
-
     def succeeded(self, email: str, address: str) -> None:
-        self.store.reset(self._keys(email, address)["account"])
+        keys = self._keys(email, address)
+        self.store.reset(keys["account"])
+        self.store.take_back(keys["address"])
 
 
 def build_login_throttle() -> LoginThrottle:

@@ -20,10 +20,11 @@ from blogapi.security import (
 from blogapi.tokens import RevokedToken
 
 PASSWORD_MIN_CHARS = 8
+EMAIL_MAX_CHARS = 254
 
 
 class UserBase(SQLModel):
-    email: EmailStr = Field(max_length=254, unique=True, index=True)
+    email: EmailStr = Field(max_length=EMAIL_MAX_CHARS, unique=True, index=True)
 
     @field_validator("email")
     @classmethod

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from blogapi.config import settings
 from blogapi.main import app, create_app
-from blogapi.throttle import KEY_PREFIX, LoginThrottle, RedisStore
+from blogapi.throttle import KEY_PREFIX, LoginThrottle, MemoryStore, RedisStore
 from tests.factories import (
     PASSWORD,
     assert_unauthorized,
@@ -152,18 +153,18 @@ def test_redis_counts_are_shared_between_throttles(redis_tag: str, window: int) 
     )
     connection = redis.Redis.from_url(REDIS_URL)
 
-    for throttle in [first, second] * 2:
-        throttle.failed(email, address)
-    assert first.retry_after(email, address) is None
-    second.failed(email, address)
+    for throttle in [first, second] * 2 + [first]:
+        assert throttle.attempt(email, address) is None
+    refused = second.attempt(email, address)
 
-    assert connection.get(f"{KEY_PREFIX}account:{email}") == b"5"
+    assert connection.get(f"{KEY_PREFIX}account:{email}") == b"6"
     assert 1 <= connection.ttl(f"{KEY_PREFIX}account:{email}") <= window
-    assert first.retry_after(email, address) == second.retry_after(email, address)
-    assert 1 <= first.retry_after(email, address) <= window
-    second.succeeded(email, address)
-    assert first.retry_after(email, address) is None
+    assert refused is not None
+    assert 1 <= refused <= window
+    first.succeeded(email, address)
+    assert connection.get(f"{KEY_PREFIX}account:{email}") is None
     assert connection.get(f"{KEY_PREFIX}address:{address}") == b"5"
+    assert second.attempt(email, address) is None
     connection.close()
 
 
@@ -171,12 +172,28 @@ def test_redis_window_expires(redis_tag: str, window: int) -> None:
     email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
     throttle = LoginThrottle(RedisStore(REDIS_URL))
     for _ in range(settings.login_max_failures):
-        throttle.failed(email, address)
-    assert throttle.retry_after(email, address) is not None
+        throttle.attempt(email, address)
+    assert throttle.attempt(email, address) is not None
 
     time.sleep(window + 1.1)
 
-    assert throttle.retry_after(email, address) is None
+    assert throttle.attempt(email, address) is None
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_parallel_guesses_get_no_more_tries_than_the_limit(
+    store: str, redis_tag: str
+) -> None:
+    """Attempts are counted before the password is checked, atomically."""
+    email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
+    throttle = LoginThrottle(
+        MemoryStore() if store == "memory" else RedisStore(REDIS_URL)
+    )
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: throttle.attempt(email, address), range(40)))
+
+    assert answers.count(None) == settings.login_max_failures
 
 
 def app_on_redis(monkeypatch: pytest.MonkeyPatch, url: str) -> FastAPI:
