@@ -53,13 +53,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def require_secret_key(self) -> "Settings":
-        if self.is_sqlite:
-            if not self.secret_key:
-                self.secret_key = _local_secret_key(self.sqlite_path)
+        if self.is_sqlite and not self.secret_key:
+            self.secret_key = _local_secret_key(self.sqlite_path)
         elif len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
             raise ValueError(
-                f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters when "
-                "DATABASE_URL is not SQLite; generate one with: "
+                f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters "
+                "(only SQLite may leave it unset); generate one with: "
                 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
             )
         return self
@@ -84,8 +83,9 @@ def _local_secret_key(database: Path | None) -> str:
     if not key_file.exists():
         log.warning("SECRET_KEY is not set: using a generated key kept in %s", key_file)
         candidate = key_file.with_name(f"{key_file.name}.{os.getpid()}")
-        candidate.write_text(secrets.token_urlsafe(48))
-        candidate.chmod(0o600)
+        descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as key:
+            key.write(secrets.token_urlsafe(48))
         try:
             os.link(candidate, key_file)
         except FileExistsError:

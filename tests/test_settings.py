@@ -139,10 +139,15 @@ def test_each_sqlite_database_gets_its_own_key(tmp_path: Path) -> None:
 
 
 def test_sqlite_uses_a_key_that_is_set(tmp_path: Path) -> None:
-    settings = load(database_url=f"sqlite:///{tmp_path / 'app.db'}", secret_key="set")
+    settings = load(database_url=f"sqlite:///{tmp_path / 'app.db'}", secret_key=GOOD_KEY)
 
-    assert settings.secret_key == "set"
+    assert settings.secret_key == GOOD_KEY
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_short_key_is_refused_with_sqlite_too(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        load(database_url=f"sqlite:///{tmp_path / 'app.db'}", secret_key="abc")
 
 
 # Other settings, and the .env file
