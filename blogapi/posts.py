@@ -1,15 +1,17 @@
 """The Post model family and the /posts router."""
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from sqlalchemy import ColumnElement, Index, or_
-from sqlmodel import Field, Relationship, SQLModel, col, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import Field, Relationship, Session, SQLModel, col, select
 
 from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
-from blogapi.users import CurrentUser, User, UserPublic
+from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
 
 TITLE_MAX_CHARS = 300
 CONTENT_MAX_CHARS = 10_000
@@ -150,7 +152,10 @@ def create_post(body: PostCreate, session: SessionDep, user: CurrentUser) -> Pos
     post = Post.model_validate(body, update={"owner_id": user.id})
     post.owner = user
     session.add(post)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        raise invalid_credentials() from None  # the account was deleted meanwhile
     return PostPublic.model_validate(post)
 
 
@@ -163,9 +168,7 @@ async def read_post(post: VisiblePost) -> PostPublic:
     "/{post_id}", summary="Replace a post", responses=error_responses(400, 403, 404)
 )
 def replace_post(body: PostCreate, post: OwnedPost, session: SessionDep) -> PostPublic:
-    post.sqlmodel_update(body.model_dump())
-    session.commit()
-    return PostPublic.model_validate(post)
+    return _save_edit(post, body.model_dump(), session)
 
 
 @router.patch(
@@ -174,8 +177,18 @@ def replace_post(body: PostCreate, post: OwnedPost, session: SessionDep) -> Post
     responses=error_responses(400, 403, 404),
 )
 def update_post(body: PostUpdate, post: OwnedPost, session: SessionDep) -> PostPublic:
-    post.sqlmodel_update(body.model_dump(exclude_unset=True))
-    session.commit()
+    return _save_edit(post, body.model_dump(exclude_unset=True), session)
+
+
+def _save_edit(post: Post, changes: dict[str, Any], session: Session) -> PostPublic:
+    post_id = post.id
+    post.sqlmodel_update(changes)
+    try:
+        session.commit()
+    except StaleDataError:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"Post {post_id} not found"
+        ) from None  # deleted since it was read
     return PostPublic.model_validate(post)
 
 

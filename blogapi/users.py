@@ -83,7 +83,7 @@ async def get_token_claims(
     """Async only to spare a worker-thread hop: checking a signature is quick CPU work."""
     claims = read_access_token(token)
     if claims is None or not 0 < claims.user_id <= MAX_ID:
-        raise _invalid_credentials()
+        raise invalid_credentials()
     return claims
 
 
@@ -101,11 +101,11 @@ def get_current_user(session: SessionDep, claims: TokenClaims) -> User:
         )
     ).first()
     if user is None:
-        raise _invalid_credentials()
+        raise invalid_credentials()
     return user
 
 
-def _invalid_credentials() -> HTTPException:
+def invalid_credentials() -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
         detail="Could not validate credentials",

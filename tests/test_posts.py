@@ -1,16 +1,32 @@
 """/posts: listing, paging, search, drafts, and reading, replacing, patching, deleting."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import pytest
+from fastapi import Depends
 from fastapi.testclient import TestClient
+from sqlmodel import Session, col, delete
 
-from blogapi.posts import CONTENT_MAX_CHARS, TITLE_MAX_CHARS
+from blogapi.db import SessionDep, engine
+from blogapi.main import app
+from blogapi.posts import (
+    CONTENT_MAX_CHARS,
+    TITLE_MAX_CHARS,
+    Post,
+    get_owned_post,
+    get_visible_post,
+)
+from blogapi.users import TokenClaims, User, get_current_user
 from tests.factories import (
     assert_invalid,
     assert_unauthorized,
     create_post,
+    create_user,
     create_user_and_login,
+    delete_user_row,
+    login,
     set_created_at,
     vote,
 )
@@ -582,3 +598,61 @@ def test_every_posts_path_answers_with_and_without_a_trailing_slash(
                 method, path, json=body, headers=headers, follow_redirects=False
             )
             assert response.status_code == expected, (method, path, response.text)
+
+
+@pytest.fixture
+def gone_after_check() -> Iterator[None]:
+    """Between the route's checks and its commit, the caller's account or post vanishes."""
+
+    def post_then_delete_it(post: Annotated[Post, Depends(get_visible_post)]) -> Post:
+        with Session(engine) as other:
+            other.exec(delete(Post).where(col(Post.id) == post.id))
+            other.commit()
+        return post
+
+    def user_then_delete_it(claims: TokenClaims, session: SessionDep) -> User:
+        user = session.get_one(User, claims.user_id)
+        delete_user_row(user.id)
+        return user
+
+    app.dependency_overrides[get_owned_post] = post_then_delete_it
+    app.dependency_overrides[get_current_user] = user_then_delete_it
+    yield
+    app.dependency_overrides.clear()
+
+
+@pytest.mark.skipif(
+    engine.dialect.name == "sqlite",
+    reason="SQLite refuses a write from a transaction that read before another's write "
+    "(503), so there is no stale update to see",
+)
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_editing_a_post_deleted_meanwhile_is_404(
+    client: TestClient, method: str, gone_after_check: None
+) -> None:
+    headers = login(client, create_user(client)["email"])
+    app.dependency_overrides.pop(get_current_user)
+    post = create_post(client, headers)
+
+    response = client.request(
+        method,
+        f"/posts/{post['id']}",
+        json={"title": "T", "content": "C"},
+        headers=headers,
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"Post {post['id']} not found"}
+
+
+def test_posting_as_a_user_deleted_meanwhile_is_401(
+    client: TestClient, gone_after_check: None
+) -> None:
+    headers = login(client, create_user(client)["email"])
+
+    response = client.post(
+        "/posts/", json={"title": "T", "content": "C"}, headers=headers
+    )
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Could not validate credentials"}
