@@ -89,16 +89,23 @@ class AllowedOriginsOnly(CORSMiddleware):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = Headers(scope=scope).get("origin") if scope["type"] == "http" else None
+        headers = Headers(scope=scope) if scope["type"] == "http" else Headers()
+        origin = headers.get("origin")
         if origin is None or self.is_allowed_origin(origin):
             await super().__call__(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            refusal = JSONResponse({"detail": "Origin not allowed"}, status_code=400)
+            await refusal(scope, receive, send)
             return
 
         async def send_without_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name in {n for n in headers if n.startswith("access-control-")}:
-                    del headers[name]
+                response_headers = MutableHeaders(scope=message)
+                for name in {
+                    n for n in response_headers if n.startswith("access-control-")
+                }:
+                    del response_headers[name]
             await send(message)
 
         await super().__call__(scope, receive, send_without_cors)

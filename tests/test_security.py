@@ -536,6 +536,7 @@ def test_any_other_origin_gets_no_allow_headers(cors: TestClient, origin: str) -
     simple = cors.get("/posts", headers={**headers, "Origin": origin})
 
     assert checked.status_code == 400
+    assert checked.json() == {"detail": "Origin not allowed"}
     assert cors_headers(checked) == {}
     assert simple.status_code == 200
     assert cors_headers(simple) == {}
@@ -545,4 +546,5 @@ def test_without_configured_origins_no_preflight_is_allowed(client: TestClient) 
     checked = preflight(client, "https://app.example")
 
     assert checked.status_code == 400
+    assert checked.json() == {"detail": "Origin not allowed"}
     assert cors_headers(checked) == {}
