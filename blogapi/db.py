@@ -4,8 +4,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, Engine, event
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -59,6 +61,7 @@ def build_engine(url: str) -> Engine:
     options = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
         # Errors logged from the database must not carry bound values (password hashes).
         "hide_parameters": True,
     }
@@ -82,11 +85,19 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
     Requests wait for a slot before they touch the pool, so a thread never waits for a
     connection that another request, itself waiting for a thread, holds (a known FastAPI
-    deadlock). This generator is async so its clean-up never needs a worker thread.
+    deadlock). This generator is async so its clean-up never needs a worker thread. A
+    request that waits longer than DB_POOL_TIMEOUT for a slot gets a 503.
     """
-    async with request.app.state.db_slots:
+    slots: anyio.Semaphore = request.app.state.db_slots
+    with anyio.move_on_after(settings.db_pool_timeout) as waiting:
+        await slots.acquire()
+    if waiting.cancelled_caught:
+        raise PoolTimeoutError("no database connection came free in time")
+    try:
         with Session(engine, expire_on_commit=False) as session:
             yield session
+    finally:
+        slots.release()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -11,9 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import anyio
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from blogapi.config import settings
 from tests.factories import PASSWORD, create_post, create_user_and_login, vote
 from tests.servers import (
     ServerProcess,
@@ -245,3 +248,21 @@ def test_vote_counts_match_rows_under_concurrent_votes_and_deletions() -> None:
         assert {post["id"]: post["votes"] for post in listed} == {
             post: sum(1 for _, voted in rows if voted == post) for post in posts
         }
+
+
+def test_a_request_that_cannot_get_a_connection_in_time_is_503(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, headers = create_user_and_login(client)
+    monkeypatch.setattr(settings, "db_pool_timeout", 0.2)
+    monkeypatch.setattr(client.app.state, "db_slots", anyio.Semaphore(0))
+
+    started = time.monotonic()
+    response = client.get("/posts/", headers=headers)
+
+    assert time.monotonic() - started < 2
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json() == {
+        "detail": "The database is unavailable; try again shortly"
+    }
