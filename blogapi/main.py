@@ -48,8 +48,8 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(OptionalTrailingSlash)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     install_docs(app)
 

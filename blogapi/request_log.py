@@ -9,6 +9,7 @@ import uuid
 from typing import Literal
 
 from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from blogapi.middleware import HttpMiddleware
@@ -48,7 +49,11 @@ def configure_logging(log_format: Literal["text", "json"]) -> None:
 
 
 class RequestLog(HttpMiddleware):
-    """Logs method, path (never the query string), status, duration and request id."""
+    """Logs method, path (never the query string), status, duration and request id.
+
+    An error nothing else handled is logged here, once, and answered with a JSON 500
+    that still carries the request id.
+    """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -58,7 +63,7 @@ class RequestLog(HttpMiddleware):
             .decode("latin-1")
         )
         request_id = sent if _CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
-        status = 500
+        status = None
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -69,11 +74,17 @@ class RequestLog(HttpMiddleware):
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if status is not None:
+                raise
+            failure = JSONResponse({"detail": "Internal server error"}, status_code=500)
+            await failure(scope, receive, send_with_id)
         finally:
             fields = {
                 "method": scope["method"],
                 "path": scope["path"],
-                "status": status,
+                "status": status or 500,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 "request_id": request_id,
             }

@@ -49,6 +49,8 @@ def test_unexpected_error_is_a_json_500_without_internals() -> None:
 
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error"}
+    assert response.headers["x-request-id"]
+    assert response.headers["x-content-type-options"] == "nosniff"
     assert "secret internals" not in response.text
 
 
