@@ -139,7 +139,9 @@ def test_each_sqlite_database_gets_its_own_key(tmp_path: Path) -> None:
 
 
 def test_sqlite_uses_a_key_that_is_set(tmp_path: Path) -> None:
-    settings = load(database_url=f"sqlite:///{tmp_path / 'app.db'}", secret_key=GOOD_KEY)
+    settings = load(
+        database_url=f"sqlite:///{tmp_path / 'app.db'}", secret_key=GOOD_KEY
+    )
 
     assert settings.secret_key == GOOD_KEY
     assert list(tmp_path.iterdir()) == []
