@@ -8,7 +8,6 @@ loopback server under test: any other host is blocked and fails the test.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
+
+from tests.servers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -56,12 +57,6 @@ PASSWORD = "correct horse battery"
 TITLE = "Posted from Swagger UI"
 UI_TIMEOUT_MS = 15_000
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

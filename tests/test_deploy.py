@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from urllib.request import urlopen
 
 import pytest
 import yaml
+
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CI_RUN = (ROOT / ".ci" / "run").read_text()
@@ -238,12 +239,6 @@ def test_requirements_are_pinned_and_installed_here_at_those_versions() -> None:
             f"{name} {version(name)} is installed, requirements.txt pins {pinned}: "
             "pip install -r requirements-dev.txt"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def answers(url: str) -> bool:

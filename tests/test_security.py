@@ -1,10 +1,7 @@
 """Abuse and account safety: login throttling (in memory and in Redis), token revocation,
 account deletion, response headers and CORS."""
 
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +28,7 @@ from tests.factories import (
     login,
     vote,
 )
+from tests.servers import running_server
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parent.parent
@@ -415,47 +413,11 @@ def test_the_login_response_with_a_token_is_not_stored(client: TestClient) -> No
     assert response.headers["cache-control"] == "no-store"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[str]:
     """`python -m blogapi` (gunicorn, one worker) on a free loopback port, on SQLite."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-    }
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "blogapi"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=40)
-        log.close()
+    with running_server(f"sqlite:///{tmp_path / 'live.db'}") as server:
+        yield server.url
 
 
 def test_the_real_server_sends_no_server_banner(live_server: str) -> None:
