@@ -1,13 +1,13 @@
 """The signed-in user's own account: changing the password, deleting the account."""
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from sqlmodel import Field, SQLModel, col, select, update
 
 from blogapi.db import SessionDep
 from blogapi.errors import error_responses
 from blogapi.posts import Post
 from blogapi.security import hash_password, verify_password
-from blogapi.users import CurrentUser, NewPassword, User
+from blogapi.users import CurrentUser, NewPassword, User, wrong_login
 from blogapi.votes import Vote
 
 PASSWORD_MAX_CHARS = 1024
@@ -29,7 +29,7 @@ router = APIRouter(
 
 def _check_password(password: str, user: User) -> None:
     if not verify_password(password, user.password_hash):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
+        raise wrong_login()
 
 
 @router.put(

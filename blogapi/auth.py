@@ -12,7 +12,13 @@ from blogapi.errors import error_responses
 from blogapi.security import create_access_token, verify_password
 from blogapi.throttle import LoginThrottle
 from blogapi.tokens import RevokedToken
-from blogapi.users import EMAIL_MAX_CHARS, CurrentUser, TokenClaims, User
+from blogapi.users import (
+    EMAIL_MAX_CHARS,
+    CurrentUser,
+    TokenClaims,
+    User,
+    wrong_login,
+)
 
 
 class Token(SQLModel):
@@ -42,7 +48,7 @@ def login(
     email = form.username.lower()
     address = request.client.host if request.client else "unknown"
     if len(email) > EMAIL_MAX_CHARS or "\0" in email:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
+        raise wrong_login()
     retry_after = throttle.attempt(email, address)
     if retry_after is not None:
         raise HTTPException(
@@ -52,7 +58,7 @@ def login(
         )
     user = session.exec(select(User).where(User.email == email)).first()
     if not verify_password(form.password, user.password_hash if user else None):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
+        raise wrong_login()
     throttle.succeeded(email, address)
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: never cache a token
     return Token(access_token=create_access_token(user.id, user.token_version))

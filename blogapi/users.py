@@ -113,6 +113,11 @@ def invalid_credentials() -> HTTPException:
     )
 
 
+def wrong_login() -> HTTPException:
+    """The one answer to a wrong email or password, so neither can be told apart."""
+    return HTTPException(status.HTTP_403_FORBIDDEN, "Invalid Credentials")
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
