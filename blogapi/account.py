@@ -1,6 +1,7 @@
 """The signed-in user's own account: changing the password, deleting the account."""
 
 from fastapi import APIRouter, status
+from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Field, SQLModel, col, select, update
 
 from blogapi.db import SessionDep
@@ -27,8 +28,8 @@ router = APIRouter(
 )
 
 
-def _check_password(password: str, user: User) -> None:
-    if not verify_password(password, user.password_hash):
+async def _check_password(password: str, user: User) -> None:
+    if not await run_in_threadpool(verify_password, password, user.password_hash):
         raise wrong_login()
 
 
@@ -37,13 +38,13 @@ def _check_password(password: str, user: User) -> None:
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change your password; every earlier token stops working",
 )
-def change_password(
+async def change_password(
     body: PasswordChange, user: CurrentUser, session: SessionDep
 ) -> None:
-    _check_password(body.current_password, user)
-    user.password_hash = hash_password(body.new_password)
+    await _check_password(body.current_password, user)
+    user.password_hash = await run_in_threadpool(hash_password, body.new_password)
     user.token_version += 1
-    session.commit()
+    await session.commit()
 
 
 @router.delete(
@@ -51,28 +52,28 @@ def change_password(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete your account, your posts and your votes",
 )
-def delete_account(
+async def delete_account(
     body: AccountDeletion, user: CurrentUser, session: SessionDep
 ) -> None:
-    _check_password(body.password, user)
+    await _check_password(body.password, user)
     # Locking the user row first waits out this user's votes in flight, so the counts
     # taken back below are all the votes the cascade removes.
-    session.exec(select(User.id).where(User.id == user.id).with_for_update())
+    await session.exec(select(User.id).where(User.id == user.id).with_for_update())
     voted = select(Vote.post_id).where(Vote.user_id == user.id)
     # Then the posts it voted on, in id order. An unvote in flight holds its post, so this
     # waits it out and the UPDATE below (a later snapshot) no longer counts that vote; and
     # two deletions that share posts queue up instead of deadlocking.
-    session.exec(
+    await session.exec(
         select(Post.id)
         .where(col(Post.id).in_(voted))
         .order_by(Post.id)
         .with_for_update()
     )
-    session.exec(
+    await session.exec(
         update(Post)
         .where(col(Post.id).in_(voted))
         .values(votes=col(Post.votes) - 1)
         .execution_options(synchronize_session=False)
     )
-    session.delete(user)
-    session.commit()
+    await session.delete(user)
+    await session.commit()

@@ -3,6 +3,7 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, col, delete, select
@@ -38,7 +39,7 @@ router = APIRouter(tags=["authentication"])
     summary="Log in for an access token",
     responses=error_responses(403, 429),
 )
-def login(
+async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
     response: Response,
@@ -49,17 +50,20 @@ def login(
     address = request.client.host if request.client else "unknown"
     if len(email) > EMAIL_MAX_CHARS or "\0" in email:
         raise wrong_login()
-    retry_after = throttle.attempt(email, address)
+    retry_after = await throttle.attempt(email, address)
     if retry_after is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             "Too many failed logins; try again later",
             headers={"Retry-After": str(retry_after)},
         )
-    user = session.exec(select(User).where(User.email == email)).first()
-    if not verify_password(form.password, user.password_hash if user else None):
+    user = (await session.exec(select(User).where(User.email == email))).first()
+    # The lookup's connection goes back to the pool before bcrypt runs.
+    await session.close()
+    password_hash = user.password_hash if user else None
+    if not await run_in_threadpool(verify_password, form.password, password_hash):
         raise wrong_login()
-    throttle.succeeded(email, address)
+    await throttle.succeeded(email, address)
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: never cache a token
     return Token(access_token=create_access_token(user.id, user.token_version))
 
@@ -70,10 +74,14 @@ def login(
     summary="Revoke the access token this request carries",
     responses=error_responses(401),
 )
-def logout(claims: TokenClaims, _: CurrentUser, session: SessionDep) -> None:
-    session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) < utc_now()))
+async def logout(claims: TokenClaims, _: CurrentUser, session: SessionDep) -> None:
+    await session.exec(
+        delete(RevokedToken).where(col(RevokedToken.expires_at) < utc_now())
+    )
     session.add(RevokedToken(token_id=claims.token_id, expires_at=claims.expires_at))
     try:
-        session.commit()
+        await session.commit()
     except IntegrityError:
-        session.rollback()  # a concurrent logout with the same token revoked it first
+        await (
+            session.rollback()
+        )  # a concurrent logout with the same token revoked it first

@@ -1,15 +1,19 @@
 """The database engine, the session dependency and the column types the models share."""
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import anyio
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, Engine, event
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy import DateTime, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.config import settings
 
@@ -57,47 +61,78 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def build_engine(url: str) -> Engine:
-    options = {
+def build_sync_engine(url: str) -> Engine:
+    """An engine on the driver DATABASE_URL names (psycopg2 by default): for migrations."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, hide_parameters=True)
+        event.listen(engine, "connect", _enable_sqlite_pragmas)
+        return engine
+    return create_engine(
+        parsed, hide_parameters=True, connect_args={"connect_timeout": 5}
+    )
+
+
+def build_engine(url: str) -> AsyncEngine:
+    """The application's engine: asyncpg for PostgreSQL, aiosqlite for SQLite."""
+    parsed = make_url(url)
+    pool = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
         # Errors logged from the database must not carry bound values (password hashes).
         "hide_parameters": True,
     }
-    if url.startswith("sqlite"):
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False}, **options
-        )
-        event.listen(engine, "connect", _enable_sqlite_pragmas)
+    if parsed.get_backend_name() == "sqlite":
+        # aiosqlite logs each statement with its bound values at DEBUG: never let it.
+        logging.getLogger("aiosqlite").setLevel(logging.INFO)
+        engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), **pool)
+        event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
         return engine
-    return create_engine(
-        url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, **options
+    engine = create_async_engine(
+        parsed.set(drivername="postgresql+asyncpg"),
+        connect_args={"timeout": 5},
+        **pool,
     )
+    event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
+    event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
+    return engine
 
 
-engine = build_engine(settings.database_url)
-DB_SLOTS = settings.db_pool_size + settings.db_max_overflow
+IDLE_PING_SECONDS = 1.0
+"""A pooled connection idle for longer than this is checked before it is handed out."""
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A session per request; at most one pooled connection per request in flight.
+def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
 
-    Requests wait for a slot before they touch the pool, so a thread never waits for a
-    connection that another request, itself waiting for a thread, holds (a known FastAPI
-    deadlock). This generator is async so its clean-up never needs a worker thread. A
-    request that waits longer than DB_POOL_TIMEOUT for a slot gets a 503.
+
+def _ping_if_idle(
+    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """Check a connection that sat idle before use, so one the server dropped (a restart,
+    an idle timeout) is replaced instead of failing a request.
+
+    A connection handed back moments ago is used as it is: under load that saves a round
+    trip per request, and a server that goes away mid-load fails requests either way.
     """
-    slots: anyio.Semaphore = request.app.state.db_slots
-    with anyio.move_on_after(settings.db_pool_timeout) as waiting:
-        await slots.acquire()
-    if waiting.cancelled_caught:
-        raise PoolTimeoutError("no database connection came free in time")
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
     try:
-        with Session(engine, expire_on_commit=False) as session:
-            yield session
-    finally:
-        slots.release()
+        dbapi_connection.ping()
+    except Exception as error:
+        raise DisconnectionError("connection dropped while idle") from error
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session per request, on the app's engine (its connections belong to the app's
+    event loop). Waiting for a pooled connection is capped by DB_POOL_TIMEOUT, after
+    which the request gets a 503."""
+    async with AsyncSession(
+        request.app.state.engine, expire_on_commit=False
+    ) as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -7,7 +7,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger("blogapi")
@@ -36,6 +36,14 @@ async def _invalid_request(
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+    """503 when the database can't be reached or dropped the connection; anything else
+    goes on to the request log's 500."""
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return await _database_unavailable(request, exc)
+    raise exc
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
         "database unavailable on %s %s: %s", request.method, request.url.path, exc
@@ -49,5 +57,8 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    # Connecting can fail before the driver wraps the error (refused, unreachable, timed
+    # out); no other OSError escapes a request: the throttle absorbs Redis's.
+    app.add_exception_handler(OSError, _database_unavailable)

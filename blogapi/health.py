@@ -17,6 +17,6 @@ async def alive() -> dict[str, str]:
 @router.get(
     "/ready", summary="Readiness: the database answers", responses=error_responses(503)
 )
-def ready(session: SessionDep) -> dict[str, str]:
-    session.exec(text("SELECT 1"))
+async def ready(session: SessionDep) -> dict[str, str]:
+    await session.exec(text("SELECT 1"))
     return {"status": "ok"}

@@ -3,12 +3,11 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import FastAPI
 
 from blogapi import account, auth, health, posts, users, votes
 from blogapi.config import settings
-from blogapi.db import DB_SLOTS, engine
+from blogapi.db import build_engine
 from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
 from blogapi.middleware import (
@@ -23,10 +22,10 @@ from blogapi.throttle import build_login_throttle
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.db_slots = anyio.Semaphore(DB_SLOTS)
+    app.state.engine = build_engine(settings.database_url)
     app.state.login_throttle = build_login_throttle()
     yield
-    engine.dispose()
+    await app.state.engine.dispose()
 
 
 def create_app() -> FastAPI:

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from sqlalchemy import ColumnElement, Index, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
-from sqlmodel import Field, Relationship, Session, SQLModel, col, select
+from sqlmodel import Field, Relationship, SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
@@ -94,10 +95,11 @@ def visible_to(user: User) -> ColumnElement[bool]:
 PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def get_visible_post(post_id: PostId, session: SessionDep, user: CurrentUser) -> Post:
-    post = session.exec(
-        select(Post).where(Post.id == post_id, visible_to(user))
-    ).first()
+async def get_visible_post(
+    post_id: PostId, session: SessionDep, user: CurrentUser
+) -> Post:
+    found = await session.exec(select(Post).where(Post.id == post_id, visible_to(user)))
+    post = found.first()
     if post is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Post {post_id} not found")
     return post
@@ -120,7 +122,7 @@ router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(40
 
 
 @router.get("", summary="List posts, newest first")
-def list_posts(
+async def list_posts(
     session: SessionDep,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
@@ -138,7 +140,7 @@ def list_posts(
     if search:
         query = query.where(col(Post.title).icontains(search, autoescape=True))
     query = query.order_by(col(Post.created_at).desc(), col(Post.id).desc())
-    posts = session.exec(query.offset(skip).limit(limit)).all()
+    posts = (await session.exec(query.offset(skip).limit(limit))).all()
     return [PostPublic.model_validate(post) for post in posts]
 
 
@@ -148,12 +150,14 @@ def list_posts(
     summary="Create a post",
     responses=error_responses(400),
 )
-def create_post(body: PostCreate, session: SessionDep, user: CurrentUser) -> PostPublic:
+async def create_post(
+    body: PostCreate, session: SessionDep, user: CurrentUser
+) -> PostPublic:
     post = Post.model_validate(body, update={"owner_id": user.id})
     post.owner = user
     session.add(post)
     try:
-        session.commit()
+        await session.commit()
     except IntegrityError:
         raise invalid_credentials() from None  # the account was deleted meanwhile
     return PostPublic.model_validate(post)
@@ -167,8 +171,10 @@ async def read_post(post: VisiblePost) -> PostPublic:
 @router.put(
     "/{post_id}", summary="Replace a post", responses=error_responses(400, 403, 404)
 )
-def replace_post(body: PostCreate, post: OwnedPost, session: SessionDep) -> PostPublic:
-    return _save_edit(post, body.model_dump(), session)
+async def replace_post(
+    body: PostCreate, post: OwnedPost, session: SessionDep
+) -> PostPublic:
+    return await _save_edit(post, body.model_dump(), session)
 
 
 @router.patch(
@@ -176,15 +182,19 @@ def replace_post(body: PostCreate, post: OwnedPost, session: SessionDep) -> Post
     summary="Change part of a post",
     responses=error_responses(400, 403, 404),
 )
-def update_post(body: PostUpdate, post: OwnedPost, session: SessionDep) -> PostPublic:
-    return _save_edit(post, body.model_dump(exclude_unset=True), session)
+async def update_post(
+    body: PostUpdate, post: OwnedPost, session: SessionDep
+) -> PostPublic:
+    return await _save_edit(post, body.model_dump(exclude_unset=True), session)
 
 
-def _save_edit(post: Post, changes: dict[str, Any], session: Session) -> PostPublic:
+async def _save_edit(
+    post: Post, changes: dict[str, Any], session: AsyncSession
+) -> PostPublic:
     post_id = post.id
     post.sqlmodel_update(changes)
     try:
-        session.commit()
+        await session.commit()
     except StaleDataError:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"Post {post_id} not found"
@@ -198,6 +208,6 @@ def _save_edit(post: Post, changes: dict[str, Any], session: Session) -> PostPub
     summary="Delete a post",
     responses=error_responses(403, 404),
 )
-def delete_post(post: OwnedPost, session: SessionDep) -> None:
-    session.delete(post)
-    session.commit()
+async def delete_post(post: OwnedPost, session: SessionDep) -> None:
+    await session.delete(post)
+    await session.commit()

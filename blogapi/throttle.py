@@ -8,11 +8,11 @@ machines; otherwise they live in this process's memory, and each worker counts a
 """
 
 import logging
-import threading
 import time
 from typing import Any, Protocol
 
-import redis
+import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from blogapi.config import settings
 
@@ -28,40 +28,39 @@ _TAKE_BACK = (
 
 
 class AttemptStore(Protocol):
-    def add(self, key: str, window_seconds: int) -> tuple[int, int]:
+    async def add(self, key: str, window_seconds: int) -> tuple[int, int]:
         """Count one attempt; the attempts in the key's window, and its seconds left."""
         ...
 
-    def take_back(self, key: str) -> None: ...
+    async def take_back(self, key: str) -> None: ...
 
-    def reset(self, key: str) -> None: ...
+    async def reset(self, key: str) -> None: ...
 
 
 class MemoryStore:
+    """Counts in this process; each method runs on the event loop without awaiting, so
+    no two requests interleave inside one."""
+
     def __init__(self) -> None:
         self._windows: dict[str, tuple[int, float]] = {}
-        self._lock = threading.Lock()
 
-    def add(self, key: str, window_seconds: int) -> tuple[int, int]:
+    async def add(self, key: str, window_seconds: int) -> tuple[int, int]:
         now = time.monotonic()
-        with self._lock:
-            if len(self._windows) > MEMORY_PRUNE_SIZE:
-                self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
-            attempts, ends = self._windows.get(key, (0, 0.0))
-            if ends <= now:
-                attempts, ends = 0, now + window_seconds
-            self._windows[key] = (attempts + 1, ends)
+        if len(self._windows) > MEMORY_PRUNE_SIZE:
+            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+        attempts, ends = self._windows.get(key, (0, 0.0))
+        if ends <= now:
+            attempts, ends = 0, now + window_seconds
+        self._windows[key] = (attempts + 1, ends)
         return attempts + 1, int(ends - now) + 1
 
-    def take_back(self, key: str) -> None:
-        with self._lock:
-            attempts, ends = self._windows.get(key, (0, 0.0))
-            if attempts > 0:
-                self._windows[key] = (attempts - 1, ends)
+    async def take_back(self, key: str) -> None:
+        attempts, ends = self._windows.get(key, (0, 0.0))
+        if attempts > 0:
+            self._windows[key] = (attempts - 1, ends)
 
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self._windows.pop(key, None)
+    async def reset(self, key: str) -> None:
+        self._windows.pop(key, None)
 
 
 class RedisStore:
@@ -72,30 +71,30 @@ class RedisStore:
             url, socket_timeout=2, socket_connect_timeout=2
         )
 
-    def _run(self, pipeline: redis.client.Pipeline) -> list[Any] | None:
+    async def _run(self, pipeline: redis.client.Pipeline) -> list[Any] | None:
         try:
-            return pipeline.execute()
-        except redis.RedisError:
+            return await pipeline.execute()
+        except RedisError:
             log.warning(
                 "login throttle: Redis unavailable, not throttling", exc_info=True
             )
             return None
 
-    def add(self, key: str, window_seconds: int) -> tuple[int, int]:
+    async def add(self, key: str, window_seconds: int) -> tuple[int, int]:
         name = KEY_PREFIX + key
         pipeline = (
             self._redis.pipeline().incr(name).expire(name, window_seconds, nx=True)
         )
-        result = self._run(pipeline.ttl(name))
+        result = await self._run(pipeline.ttl(name))
         if result is None:
             return (0, 0)
         return (int(result[0]), max(int(result[2]), 1))
 
-    def take_back(self, key: str) -> None:
-        self._run(self._redis.pipeline().eval(_TAKE_BACK, 1, KEY_PREFIX + key))
+    async def take_back(self, key: str) -> None:
+        await self._run(self._redis.pipeline().eval(_TAKE_BACK, 1, KEY_PREFIX + key))
 
-    def reset(self, key: str) -> None:
-        self._run(self._redis.pipeline().delete(KEY_PREFIX + key))
+    async def reset(self, key: str) -> None:
+        await self._run(self._redis.pipeline().delete(KEY_PREFIX + key))
 
 
 class LoginThrottle:
@@ -113,19 +112,19 @@ class LoginThrottle:
     def _keys(email: str, address: str) -> dict[str, str]:
         return {"account": f"account:{email}", "address": f"address:{address}"}
 
-    def attempt(self, email: str, address: str) -> int | None:
+    async def attempt(self, email: str, address: str) -> int | None:
         """Count this attempt: seconds to wait when it is one too many, else None."""
         waits = []
         for kind, key in self._keys(email, address).items():
-            attempts, seconds_left = self.store.add(key, self.window)
+            attempts, seconds_left = await self.store.add(key, self.window)
             if attempts > self.limits[kind]:
                 waits.append(seconds_left)
         return max(waits, default=None)
 
-    def succeeded(self, email: str, address: str) -> None:
+    async def succeeded(self, email: str, address: str) -> None:
         keys = self._keys(email, address)
-        self.store.reset(keys["account"])
-        self.store.take_back(keys["address"])
+        await self.store.reset(keys["account"])
+        await self.store.take_back(keys["address"])
 
 
 def build_login_throttle() -> LoginThrottle:

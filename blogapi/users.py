@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, EmailStr, field_validator
 from sqlalchemy.exc import IntegrityError
@@ -80,7 +81,6 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
 async def get_token_claims(
     token: Annotated[str, Depends(oauth2_scheme)],
 ) -> AccessClaims:
-    """Async only to spare a worker-thread hop: checking a signature is quick CPU work."""
     claims = read_access_token(token)
     if claims is None or not 0 < claims.user_id <= MAX_ID:
         raise invalid_credentials()
@@ -90,16 +90,17 @@ async def get_token_claims(
 TokenClaims = Annotated[AccessClaims, Depends(get_token_claims)]
 
 
-def get_current_user(session: SessionDep, claims: TokenClaims) -> User:
+async def get_current_user(session: SessionDep, claims: TokenClaims) -> User:
     """The token's user, in one indexed query that also refuses revoked tokens."""
     revoked = exists().where(col(RevokedToken.token_id) == claims.token_id)
-    user = session.exec(
+    found = await session.exec(
         select(User).where(
             User.id == claims.user_id,
             User.token_version == claims.version,
             ~revoked,
         )
-    ).first()
+    )
+    user = found.first()
     if user is None:
         raise invalid_credentials()
     return user
@@ -130,13 +131,12 @@ router = APIRouter(prefix="/users", tags=["users"])
     summary="Register a user",
     responses=error_responses(400, 409),
 )
-def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
-    user = User.model_validate(
-        body, update={"password_hash": hash_password(body.password)}
-    )
+async def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
+    password_hash = await run_in_threadpool(hash_password, body.password)
+    user = User.model_validate(body, update={"password_hash": password_hash})
     session.add(user)
     try:
-        session.commit()
+        await session.commit()
     except IntegrityError:
         raise HTTPException(
             status.HTTP_409_CONFLICT, "Email already registered"
@@ -150,8 +150,8 @@ async def read_me(user: CurrentUser) -> UserPublic:
 
 
 @router.get("/{user_id}", summary="One user", responses=error_responses(401, 404))
-def read_user(user_id: UserId, session: SessionDep, _: CurrentUser) -> UserPublic:
-    user = session.get(User, user_id)
+async def read_user(user_id: UserId, session: SessionDep, _: CurrentUser) -> UserPublic:
+    user = await session.get(User, user_id)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
     return UserPublic.model_validate(user)

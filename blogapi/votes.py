@@ -45,9 +45,9 @@ router = APIRouter(prefix="/vote", tags=["votes"])
     summary="Add or remove your vote on a post",
     responses=error_responses(400, 401, 404, 409),
 )
-def vote(body: VoteCreate, session: SessionDep, user: CurrentUser) -> VoteResult:
+async def vote(body: VoteCreate, session: SessionDep, user: CurrentUser) -> VoteResult:
     user_id, step = user.id, 1 if body.dir == 1 else -1
-    counted = session.exec(
+    counted = await session.exec(
         update(Post)
         .where(col(Post.id) == body.post_id, visible_to(user))
         .values(votes=col(Post.votes) + step)
@@ -58,20 +58,20 @@ def vote(body: VoteCreate, session: SessionDep, user: CurrentUser) -> VoteResult
     if body.dir == 1:
         session.add(Vote(user_id=user_id, post_id=body.post_id))
         try:
-            session.commit()
+            await session.commit()
         except IntegrityError:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
                 f"User {user_id} has already voted on post {body.post_id}",
             ) from None
         return VoteResult(message="successfully added vote")
-    removed = session.exec(
+    removed = await session.exec(
         delete(Vote).where(
             col(Vote.user_id) == user_id, col(Vote.post_id) == body.post_id
         )
     )
     if removed.rowcount == 0:
-        session.rollback()
+        await session.rollback()
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Vote does not exist")
-    session.commit()
+    await session.commit()
     return VoteResult(message="successfully deleted vote")

@@ -10,7 +10,7 @@ from sqlmodel import SQLModel
 
 import blogapi.votes  # noqa: F401  (imports every table model)
 from blogapi.config import settings
-from blogapi.db import build_engine
+from blogapi.db import build_sync_engine
 
 MIGRATION_LOCK = 0x626C6F67617069  # "blogapi"
 
@@ -42,7 +42,7 @@ def for_this_database(connection: Connection) -> Callable[..., bool]:
 
 def run_migrations() -> None:
     url = config.attributes.get("database_url", settings.database_url)
-    engine = build_engine(url)
+    engine = build_sync_engine(url)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

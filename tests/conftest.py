@@ -18,9 +18,9 @@ os.environ.pop("CORS_ORIGINS", None)
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from blogapi.db import engine
 from blogapi.main import app
 from blogapi.server import migrate
+from tests.factories import engine
 
 TABLES = ("votes", "posts", "users", "revoked_tokens")
 

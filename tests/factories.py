@@ -3,7 +3,7 @@
 Each takes a TestClient, or an httpx.Client pointed at a live server.
 
 The few helpers that reach past the API (forging tokens, deleting a user, backdating a
-post, counting vote rows) go straight to the test database through the app's engine.
+post, counting vote rows) go straight to the test database through `engine` below.
 """
 
 import base64
@@ -18,12 +18,15 @@ from httpx import Client, Response
 from sqlmodel import Session, col, delete, func, select, update
 
 from blogapi.config import settings
-from blogapi.db import engine, utc_now
+from blogapi.db import build_sync_engine, utc_now
 from blogapi.posts import Post
 from blogapi.users import User
 from blogapi.votes import Vote
 
 PASSWORD = "correct horse battery"
+
+engine = build_sync_engine(settings.database_url)
+"""The tests' own way into the database, beside the app's async engine."""
 _serial = count(1)
 
 

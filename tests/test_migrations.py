@@ -20,8 +20,9 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from blogapi.db import build_engine, engine
+from blogapi.db import build_sync_engine
 from blogapi.server import ALEMBIC_INI
+from tests.factories import engine
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def alembic_config(scratch_url: str) -> Config:
 
 @pytest.fixture
 def scratch_engine(scratch_url: str) -> Iterator[Engine]:
-    scratch = build_engine(scratch_url)
+    scratch = build_sync_engine(scratch_url)
     yield scratch
     scratch.dispose()
 

@@ -9,7 +9,7 @@ from fastapi import Depends
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, delete
 
-from blogapi.db import SessionDep, engine
+from blogapi.db import SessionDep
 from blogapi.main import app
 from blogapi.posts import (
     CONTENT_MAX_CHARS,
@@ -26,6 +26,7 @@ from tests.factories import (
     create_user,
     create_user_and_login,
     delete_user_row,
+    engine,
     login,
     set_created_at,
     vote,
@@ -610,8 +611,8 @@ def gone_after_check() -> Iterator[None]:
             other.commit()
         return post
 
-    def user_then_delete_it(claims: TokenClaims, session: SessionDep) -> User:
-        user = session.get_one(User, claims.user_id)
+    async def user_then_delete_it(claims: TokenClaims, session: SessionDep) -> User:
+        user = await session.get_one(User, claims.user_id)
         delete_user_row(user.id)
         return user
 

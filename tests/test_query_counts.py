@@ -13,15 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from blogapi.db import engine
 from tests.factories import create_post, create_user_and_login, vote
 
 USER_LOOKUP = 1
 
 
 @contextmanager
-def recorded_statements() -> Iterator[list[str]]:
+def recorded_statements(client: TestClient) -> Iterator[list[str]]:
     """The SQL statements the app sends to the database inside the block."""
+    engine = client.app.state.engine.sync_engine
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -57,7 +57,7 @@ def test_reads_run_the_user_lookup_and_one_statement(client: TestClient) -> None
     }
     counts = {}
     for url, page_size in reads.items():
-        with recorded_statements() as statements:
+        with recorded_statements(client) as statements:
             response = client.get(url, headers=reader)
         assert response.status_code == 200, (url, response.text)
         counts[url] = len(statements)
@@ -73,7 +73,7 @@ def test_reads_run_the_user_lookup_and_one_statement(client: TestClient) -> None
 
 def test_create_post_reads_nothing_back(client: TestClient) -> None:
     _, headers = create_user_and_login(client)
-    with recorded_statements() as statements:
+    with recorded_statements(client) as statements:
         post = create_post(client, headers)
     assert post["votes"] == 0 and post["owner"]["id"] == post["owner_id"]
     assert len(statements) == USER_LOOKUP + 1, statements
@@ -88,7 +88,7 @@ def test_vote_updates_the_count_and_reads_nothing_back(
     post = create_post(client, headers)
     if direction == 0:
         assert vote(client, headers, post["id"]).status_code == 201
-    with recorded_statements() as statements:
+    with recorded_statements(client) as statements:
         response = vote(client, headers, post["id"], direction)
     assert response.status_code == 201, response.text
     # The counter UPDATE, then the vote row's INSERT or DELETE.

@@ -1,11 +1,11 @@
 """Abuse and account safety: login throttling (in memory and in Redis), token revocation,
 account deletion, response headers and CORS."""
 
+import asyncio
 import socket
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -105,6 +105,7 @@ def test_the_address_is_locked_once_it_fails_its_own_limit(client: TestClient) -
 
     assert_throttled(attempt(client, user["email"]), settings.login_window_seconds)
     elsewhere = TestClient(app, client=("198.51.100.7", 50000))
+    elsewhere.portal = client.portal  # the same running app, from another address
     assert attempt(elsewhere, user["email"]).status_code == 200
 
 
@@ -145,37 +146,44 @@ def redis_tag() -> Iterator[str]:
 
 def test_redis_counts_are_shared_between_throttles(redis_tag: str, window: int) -> None:
     email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
-    first, second = (
-        LoginThrottle(RedisStore(REDIS_URL)),
-        LoginThrottle(RedisStore(REDIS_URL)),
-    )
     connection = redis.Redis.from_url(REDIS_URL)
 
-    for throttle in [first, second] * 2 + [first]:
-        assert throttle.attempt(email, address) is None
-    refused = second.attempt(email, address)
+    async def scenario() -> None:
+        first, second = (
+            LoginThrottle(RedisStore(REDIS_URL)),
+            LoginThrottle(RedisStore(REDIS_URL)),
+        )
+        for throttle in [first, second] * 2 + [first]:
+            assert await throttle.attempt(email, address) is None
+        refused = await second.attempt(email, address)
 
-    assert connection.get(f"{KEY_PREFIX}account:{email}") == b"6"
-    assert 1 <= connection.ttl(f"{KEY_PREFIX}account:{email}") <= window
-    assert refused is not None
-    assert 1 <= refused <= window
-    first.succeeded(email, address)
-    assert connection.get(f"{KEY_PREFIX}account:{email}") is None
-    assert connection.get(f"{KEY_PREFIX}address:{address}") == b"5"
-    assert second.attempt(email, address) is None
+        assert connection.get(f"{KEY_PREFIX}account:{email}") == b"6"
+        assert 1 <= connection.ttl(f"{KEY_PREFIX}account:{email}") <= window
+        assert refused is not None
+        assert 1 <= refused <= window
+        await first.succeeded(email, address)
+        assert connection.get(f"{KEY_PREFIX}account:{email}") is None
+        assert connection.get(f"{KEY_PREFIX}address:{address}") == b"5"
+        assert await second.attempt(email, address) is None
+
+    asyncio.run(scenario())
     connection.close()
 
 
 def test_redis_window_expires(redis_tag: str, window: int) -> None:
     email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
-    throttle = LoginThrottle(RedisStore(REDIS_URL))
-    for _ in range(settings.login_max_failures):
-        throttle.attempt(email, address)
-    assert throttle.attempt(email, address) is not None
 
-    time.sleep(window + 1.1)
+    async def scenario() -> None:
+        throttle = LoginThrottle(RedisStore(REDIS_URL))
+        for _ in range(settings.login_max_failures):
+            await throttle.attempt(email, address)
+        assert await throttle.attempt(email, address) is not None
 
-    assert throttle.attempt(email, address) is None
+        await asyncio.sleep(window + 1.1)
+
+        assert await throttle.attempt(email, address) is None
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
@@ -188,8 +196,12 @@ def test_parallel_guesses_get_no_more_tries_than_the_limit(
         MemoryStore() if store == "memory" else RedisStore(REDIS_URL)
     )
 
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(lambda _: throttle.attempt(email, address), range(40)))
+    async def guess_in_parallel() -> list[int | None]:
+        return await asyncio.gather(
+            *(throttle.attempt(email, address) for _ in range(40))
+        )
+
+    answers = asyncio.run(guess_in_parallel())
 
     assert answers.count(None) == settings.login_max_failures
 

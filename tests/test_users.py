@@ -7,7 +7,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from blogapi.db import engine
 from blogapi.users import User
 from tests.factories import (
     PASSWORD,
@@ -18,6 +17,7 @@ from tests.factories import (
     create_user,
     create_user_and_login,
     delete_user_row,
+    engine,
     login,
     vote,
 )

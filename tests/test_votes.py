@@ -10,7 +10,6 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from blogapi.db import engine
 from blogapi.main import app
 from tests.factories import (
     assert_invalid,
@@ -18,6 +17,7 @@ from tests.factories import (
     count_vote_rows,
     create_post,
     create_user_and_login,
+    engine,
     vote,
 )
 
