@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
@@ -125,14 +127,33 @@ def _ping_if_idle(
         raise DisconnectionError("connection dropped while idle") from error
 
 
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request, on the app's engine (its connections belong to the app's
-    event loop). Waiting for a pooled connection is capped by DB_POOL_TIMEOUT, after
-    which the request gets a 503."""
-    async with AsyncSession(
-        request.app.state.engine, expire_on_commit=False
-    ) as session:
-        yield session
+    event loop).
+
+    Requests queue for a connection in arrival order: the pool's own queue lets a newcomer
+    take a connection ahead of requests that have waited for seconds. A request that
+    waits longer than DB_POOL_TIMEOUT gets a 503.
+    """
+    slots: anyio.Semaphore = request.app.state.db_slots
+    with anyio.move_on_after(settings.db_pool_timeout) as waiting:
+        await slots.acquire()
+    if waiting.cancelled_caught:
+        raise PoolTimeoutError("no database connection came free in time")
+    try:
+        async with AsyncSession(
+            request.app.state.engine, expire_on_commit=False
+        ) as session:
+            if request.method == "GET":
+                # A read needs no transaction: each statement sees what is committed,
+                # and BEGIN and ROLLBACK would be two more round trips.
+                await session.connection(execution_options=_AUTOCOMMIT)
+            yield session
+    finally:
+        slots.release()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from blogapi import account, auth, health, posts, users, votes
@@ -23,6 +24,9 @@ from blogapi.throttle import build_login_throttle
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = build_engine(settings.database_url)
+    app.state.db_slots = anyio.Semaphore(
+        settings.db_pool_size + settings.db_max_overflow
+    )
     app.state.login_throttle = build_login_throttle()
     yield
     await app.state.engine.dispose()

@@ -49,7 +49,7 @@ async def vote(body: VoteCreate, session: SessionDep, user: CurrentUser) -> Vote
     user_id, step = user.id, 1 if body.dir == 1 else -1
     counted = await session.exec(
         update(Post)
-        .where(col(Post.id) == body.post_id, visible_to(user))
+        .where(col(Post.id) == body.post_id, visible_to(user.id))
         .values(votes=col(Post.votes) + step)
         .execution_options(synchronize_session=False)
     )
