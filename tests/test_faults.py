@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from blogapi.config import settings
+from blogapi.db import IDLE_PING_SECONDS
 from tests.factories import PASSWORD, create_post, create_user_and_login, vote
 from tests.servers import (
     ServerProcess,
@@ -89,6 +90,27 @@ def test_database_outage_gives_503_quickly_and_recovers_without_restart() -> Non
         assert vote(client, headers, post["id"]).status_code == 201
         assert server.process.poll() is None
         assert server.log_text().count("Booting worker") == 1, "a worker restarted"
+
+
+@requires_postgres("stops and restarts a PostgreSQL cluster of its own")
+def test_a_database_restart_while_idle_costs_no_request() -> None:
+    """Pooled connections that sat idle are checked before use, so the first request
+    after the database restarted gets a fresh connection instead of an error."""
+    with (
+        postgres_cluster() as cluster,
+        running_server(cluster.url, workers=1) as server,
+        server.client(timeout=30) as client,
+    ):
+        _, headers = create_user_and_login(client)
+        for _ in range(3):
+            assert client.get("/posts/", headers=headers).status_code == 200
+
+        cluster.stop("fast")
+        cluster.start()
+        time.sleep(IDLE_PING_SECONDS + 0.5)
+
+        assert client.get("/posts/", headers=headers).status_code == 200
+        assert client.get("/health/ready").status_code == 200
 
 
 WRITERS = 4
