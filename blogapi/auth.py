@@ -8,7 +8,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, col, delete, select
 
-from blogapi.db import SessionDep, utc_now
+from blogapi.db import SessionDep, open_session, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import create_access_token, verify_password
 from blogapi.throttle import LoginThrottle
@@ -43,7 +43,6 @@ async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
     response: Response,
-    session: SessionDep,
     throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
 ) -> Token:
     email = form.username.lower()
@@ -57,9 +56,9 @@ async def login(
             "Too many failed logins; try again later",
             headers={"Retry-After": str(retry_after)},
         )
-    user = (await session.exec(select(User).where(User.email == email))).first()
-    # The lookup's connection goes back to the pool before bcrypt runs.
-    await session.close()
+    # The connection goes back to the pool before bcrypt runs.
+    async with open_session(request, reads_only=True) as session:
+        user = (await session.exec(select(User).where(User.email == email))).first()
     password_hash = user.password_hash if user else None
     if not await run_in_threadpool(verify_password, form.password, password_hash):
         raise wrong_login()

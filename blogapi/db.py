@@ -3,6 +3,7 @@
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -130,13 +131,17 @@ def _ping_if_idle(
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session per request, on the app's engine (its connections belong to the app's
-    event loop).
+@asynccontextmanager
+async def open_session(
+    request: Request, *, reads_only: bool
+) -> AsyncIterator[AsyncSession]:
+    """A session on the app's engine (its connections belong to the app's event loop).
 
     Requests queue for a connection in arrival order: the pool's own queue lets a newcomer
     take a connection ahead of requests that have waited for seconds. A request that
-    waits longer than DB_POOL_TIMEOUT gets a 503.
+    waits longer than DB_POOL_TIMEOUT gets a 503. A session that only reads runs without
+    a transaction: each statement sees what is committed, and BEGIN and ROLLBACK would be
+    two more round trips.
     """
     slots: anyio.Semaphore = request.app.state.db_slots
     with anyio.move_on_after(settings.db_pool_timeout) as waiting:
@@ -147,13 +152,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         async with AsyncSession(
             request.app.state.engine, expire_on_commit=False
         ) as session:
-            if request.method == "GET":
-                # A read needs no transaction: each statement sees what is committed,
-                # and BEGIN and ROLLBACK would be two more round trips.
+            if reads_only:
                 await session.connection(execution_options=_AUTOCOMMIT)
             yield session
     finally:
         slots.release()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's session; GET requests only read."""
+    async with open_session(request, reads_only=request.method == "GET") as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

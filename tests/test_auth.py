@@ -7,7 +7,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from blogapi import security
+from blogapi import auth, security
 from blogapi.config import settings
 from tests.factories import (
     PASSWORD,
@@ -48,6 +48,27 @@ def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -
     assert claims["sub"] == str(user["id"])
     lifetime = claims["exp"] - claims["iat"]
     assert lifetime == settings.access_token_expire_minutes * 60
+
+
+def test_login_holds_no_database_slot_while_bcrypt_runs(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of logins must not keep other requests from the database."""
+    user = create_user(client)
+    slots = client.app.state.db_slots
+    free_while_hashing = []
+
+    def verify(password: str, password_hash: str | None) -> bool:
+        free_while_hashing.append(slots.value)
+        return security.verify_password(password, password_hash)
+
+    monkeypatch.setattr(auth, "verify_password", verify)
+    response = client.post(
+        "/login", data={"username": user["email"], "password": PASSWORD}
+    )
+
+    assert response.status_code == 200
+    assert free_while_hashing == [settings.db_pool_size + settings.db_max_overflow]
 
 
 def test_login_email_is_case_insensitive(client: TestClient) -> None:
