@@ -4,7 +4,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from sqlalchemy import BindParameter, ColumnElement, Index, Row, bindparam, or_
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Index,
+    Integer,
+    Row,
+    bindparam,
+    or_,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, select
@@ -95,7 +103,7 @@ def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
 # The reads every request makes are built once, with their values bound at execution:
 # building a statement and its cache key costs more than running it.
 _posts, _owners = Post.__table__, User.__table__
-_VIEWER = bindparam("viewer_id")
+_VIEWER = bindparam("viewer_id", type_=Integer)
 _VISIBLE_POST = select(Post).where(Post.id == bindparam("post_id"), visible_to(_VIEWER))
 _PAGE = (
     select(
@@ -106,8 +114,8 @@ _PAGE = (
     .join_from(_posts, _owners, _posts.c.owner_id == _owners.c.id)
     .where(visible_to(_VIEWER))
     .order_by(_posts.c.created_at.desc(), _posts.c.id.desc())
-    .limit(bindparam("limit"))
-    .offset(bindparam("skip"))
+    .limit(bindparam("limit", type_=Integer))
+    .offset(bindparam("skip", type_=Integer))
 )
 
 
