@@ -7,7 +7,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger("blogapi")
@@ -36,10 +36,22 @@ async def _invalid_request(
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+TRANSIENT_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "40001", "40P01")
+"""Connection failures, out of resources, shutting down or starting up, a cancelled
+statement, and a serialization failure or deadlock: worth a retry shortly."""
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return sqlstate.startswith(TRANSIENT_SQLSTATES)
+
+
 async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-    """503 when the database can't be reached or dropped the connection; anything else
-    goes on to the request log's 500."""
-    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+    """503 when the database is unreachable or busy; anything else (a bug) goes on to
+    the request log's 500."""
+    if is_transient(exc):
         return await _database_unavailable(request, exc)
     raise exc
 

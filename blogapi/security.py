@@ -14,6 +14,8 @@ from blogapi.db import utc_now
 ALGORITHM = "HS256"
 BCRYPT_MAX_BYTES = 72
 VERIFIED_TOKENS_CACHED = 4096
+TOKEN_MAX_CHARS = 1024
+"""Ours are about 250; anything much longer is not one of them."""
 
 _passwords = CryptContext(schemes=["bcrypt"], bcrypt__rounds=settings.bcrypt_rounds)
 _DUMMY_HASH = _passwords.hash("not a real password")
@@ -57,35 +59,38 @@ def create_access_token(user_id: int, version: int) -> str:
 
 def read_access_token(token: str) -> AccessClaims | None:
     """The claims of a valid token, or None for any invalid, expired or forged token."""
-    claims = _verified_claims(token)
-    if claims is None or claims.expires_at <= utc_now():
+    if len(token) > TOKEN_MAX_CHARS:
+        return None
+    try:
+        claims = _verified_claims(token)
+    except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
+        return None
+    if claims.expires_at <= utc_now():
         return None
     return claims
 
 
 @lru_cache(maxsize=VERIFIED_TOKENS_CACHED)
-def _verified_claims(token: str) -> AccessClaims | None:
-    """A token's claims if its signature and form are right, whatever the time.
+def _verified_claims(token: str) -> AccessClaims:
+    """A token's claims if its signature and form are right, whatever the time; raises
+    otherwise, so only valid tokens are cached.
 
     A function of the token alone, so a client's repeated requests check the signature
     once; expiry is checked on every use by the caller.
     """
-    try:
-        claims = jwt.decode(
-            token,
-            settings.secret_key,
-            algorithms=[ALGORITHM],
-            options={
-                "require": ["sub", "jti", "ver", "exp", "iat"],
-                "verify_exp": False,
-                "verify_iat": False,
-            },
-        )
-        return AccessClaims(
-            user_id=int(claims["sub"]),
-            token_id=str(claims["jti"]),
-            version=int(claims["ver"]),
-            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
-        )
-    except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
-        return None
+    claims = jwt.decode(
+        token,
+        settings.secret_key,
+        algorithms=[ALGORITHM],
+        options={
+            "require": ["sub", "jti", "ver", "exp", "iat"],
+            "verify_exp": False,
+            "verify_iat": False,
+        },
+    )
+    return AccessClaims(
+        user_id=int(claims["sub"]),
+        token_id=str(claims["jti"]),
+        version=int(claims["ver"]),
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+    )

@@ -9,6 +9,7 @@ machines; otherwise they live in this process's memory, and each worker counts a
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as redis
@@ -28,8 +29,11 @@ _TAKE_BACK = (
 
 
 class AttemptStore(Protocol):
-    async def add(self, key: str, window_seconds: int) -> tuple[int, int]:
-        """Count one attempt; the attempts in the key's window, and its seconds left."""
+    async def add(
+        self, keys: Sequence[str], window_seconds: int
+    ) -> list[tuple[int, int]]:
+        """Count one attempt on every key at once; for each key, the attempts in its
+        window and the window's seconds left."""
         ...
 
     async def take_back(self, key: str) -> None: ...
@@ -44,15 +48,20 @@ class MemoryStore:
     def __init__(self) -> None:
         self._windows: dict[str, tuple[int, float]] = {}
 
-    async def add(self, key: str, window_seconds: int) -> tuple[int, int]:
+    async def add(
+        self, keys: Sequence[str], window_seconds: int
+    ) -> list[tuple[int, int]]:
         now = time.monotonic()
         if len(self._windows) > MEMORY_PRUNE_SIZE:
             self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
-        attempts, ends = self._windows.get(key, (0, 0.0))
-        if ends <= now:
-            attempts, ends = 0, now + window_seconds
-        self._windows[key] = (attempts + 1, ends)
-        return attempts + 1, int(ends - now) + 1
+        counts = []
+        for key in keys:
+            attempts, ends = self._windows.get(key, (0, 0.0))
+            if ends <= now:
+                attempts, ends = 0, now + window_seconds
+            self._windows[key] = (attempts + 1, ends)
+            counts.append((attempts + 1, int(ends - now) + 1))
+        return counts
 
     async def take_back(self, key: str) -> None:
         attempts, ends = self._windows.get(key, (0, 0.0))
@@ -80,15 +89,22 @@ class RedisStore:
             )
             return None
 
-    async def add(self, key: str, window_seconds: int) -> tuple[int, int]:
-        name = KEY_PREFIX + key
-        pipeline = (
-            self._redis.pipeline().incr(name).expire(name, window_seconds, nx=True)
-        )
-        result = await self._run(pipeline.ttl(name))
+    async def add(
+        self, keys: Sequence[str], window_seconds: int
+    ) -> list[tuple[int, int]]:
+        # One MULTI/EXEC for all keys, so parallel attempts are counted in the same
+        # order on each key.
+        pipeline = self._redis.pipeline(transaction=True)
+        for key in keys:
+            name = KEY_PREFIX + key
+            pipeline.incr(name).expire(name, window_seconds, nx=True).ttl(name)
+        result = await self._run(pipeline)
         if result is None:
-            return (0, 0)
-        return (int(result[0]), max(int(result[2]), 1))
+            return [(0, 0)] * len(keys)
+        return [
+            (int(result[i]), max(int(result[i + 2]), 1))
+            for i in range(0, len(result), 3)
+        ]
 
     async def take_back(self, key: str) -> None:
         await self._run(self._redis.pipeline().eval(_TAKE_BACK, 1, KEY_PREFIX + key))
@@ -114,11 +130,13 @@ class LoginThrottle:
 
     async def attempt(self, email: str, address: str) -> int | None:
         """Count this attempt: seconds to wait when it is one too many, else None."""
-        waits = []
-        for kind, key in self._keys(email, address).items():
-            attempts, seconds_left = await self.store.add(key, self.window)
-            if attempts > self.limits[kind]:
-                waits.append(seconds_left)
+        keys = self._keys(email, address)
+        counts = await self.store.add(list(keys.values()), self.window)
+        waits = [
+            seconds_left
+            for kind, (attempts, seconds_left) in zip(keys, counts, strict=True)
+            if attempts > self.limits[kind]
+        ]
         return max(waits, default=None)
 
     async def succeeded(self, email: str, address: str) -> None:

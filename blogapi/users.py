@@ -99,7 +99,7 @@ _TOKEN_USER = select(User).where(
 """Built once: every authenticated request runs it."""
 
 
-async def get_current_user(session: SessionDep, claims: TokenClaims) -> User:
+async def get_current_user(claims: TokenClaims, session: SessionDep) -> User:
     """The token's user, in one indexed query that also refuses revoked tokens."""
     found = await session.exec(
         _TOKEN_USER,

@@ -15,6 +15,7 @@ from tests.factories import (
     assert_unauthorized,
     bearer,
     create_user,
+    create_user_and_login,
     delete_user_row,
     make_token,
     unsigned_token,
@@ -234,6 +235,19 @@ def test_token_signed_with_another_key_is_401(client: TestClient) -> None:
     token = make_token(str(user["id"]), key="another-key-that-is-long-enough-1234")
 
     assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+
+
+def test_only_valid_tokens_are_remembered(client: TestClient) -> None:
+    """Junk tokens, short or huge, cost nothing to keep: they are never cached."""
+    _, headers = create_user_and_login(client)
+    security._verified_claims.cache_clear()
+    junk = [f"junk.{i}.token" for i in range(50)] + ["x" * 100_000]
+
+    for token in junk:
+        assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+    assert client.get("/users/me", headers=headers).status_code == 200
+
+    assert security._verified_claims.cache_info().currsize == 1
 
 
 def test_expired_token_is_401(client: TestClient) -> None:

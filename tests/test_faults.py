@@ -15,10 +15,17 @@ import anyio
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import make_url, text
 
 from blogapi.config import settings
-from blogapi.db import IDLE_PING_SECONDS
-from tests.factories import PASSWORD, create_post, create_user_and_login, vote
+from blogapi.db import IDLE_PING_SECONDS, build_engine
+from tests.factories import (
+    PASSWORD,
+    create_post,
+    create_user_and_login,
+    engine,
+    vote,
+)
 from tests.servers import (
     ServerProcess,
     postgres_cluster,
@@ -111,6 +118,27 @@ def test_a_database_restart_while_idle_costs_no_request() -> None:
 
         assert client.get("/posts/", headers=headers).status_code == 200
         assert client.get("/health/ready").status_code == 200
+
+
+@requires_postgres("needs a PostgreSQL role that may not connect")
+def test_a_database_that_refuses_connections_is_503(client: TestClient) -> None:
+    """Too many connections (SQLSTATE 53300) is the database being busy, not a bug."""
+    role = "blogapi_no_connections"
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        connection.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
+    app_engine = client.app.state.engine
+    refused = build_engine(make_url(settings.database_url).set(username=role))
+    client.app.state.engine = refused
+    try:
+        response, elapsed = timed(lambda: client.get("/health/ready"))
+    finally:
+        client.app.state.engine = app_engine
+        client.portal.call(refused.dispose)
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP ROLE {role}"))
+
+    assert_database_unavailable("readiness", response, elapsed)
 
 
 WRITERS = 4
