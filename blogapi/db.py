@@ -92,9 +92,17 @@ def build_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), **pool)
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
         return engine
+    if "sslmode" in parsed.query:
+        # Hosts give libpq's sslmode; asyncpg takes the same values as `ssl`.
+        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict(
+            {"ssl": parsed.query["sslmode"]}
+        )
     engine = create_async_engine(
         parsed.set(drivername="postgresql+asyncpg"),
         connect_args={"timeout": 5},
+        # The most recently used connection goes out first, so under light load the
+        # same few stay busy and the rest can idle (and get checked when next used).
+        pool_use_lifo=True,
         **pool,
     )
     event.listen(engine.sync_engine.pool, "checkin", _note_checkin)

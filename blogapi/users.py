@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, EmailStr, field_validator
@@ -11,7 +11,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, exists, select
 
-from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, SessionDep, UTCDateTime, open_session, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import (
     BCRYPT_MAX_BYTES,
@@ -140,16 +140,18 @@ router = APIRouter(prefix="/users", tags=["users"])
     summary="Register a user",
     responses=error_responses(400, 409),
 )
-async def create_user(body: UserCreate, session: SessionDep) -> UserPublic:
+async def create_user(body: UserCreate, request: Request) -> UserPublic:
+    # Hashed before taking a connection: sign-ups must not hold the database for bcrypt.
     password_hash = await run_in_threadpool(hash_password, body.password)
     user = User.model_validate(body, update={"password_hash": password_hash})
-    session.add(user)
-    try:
-        await session.commit()
-    except IntegrityError:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "Email already registered"
-        ) from None
+    async with open_session(request, reads_only=False) as session:
+        session.add(user)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, "Email already registered"
+            ) from None
     return UserPublic.model_validate(user)
 
 

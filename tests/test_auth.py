@@ -7,7 +7,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from blogapi import auth, security
+from blogapi import auth, security, users
 from blogapi.config import settings
 from tests.factories import (
     PASSWORD,
@@ -235,6 +235,26 @@ def test_token_signed_with_another_key_is_401(client: TestClient) -> None:
     token = make_token(str(user["id"]), key="another-key-that-is-long-enough-1234")
 
     assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+
+
+def test_registration_holds_no_database_slot_while_bcrypt_runs(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign-ups are anonymous: a burst of them must not keep others from the database."""
+    slots = client.app.state.db_slots
+    free_while_hashing = []
+
+    def hash_password(password: str) -> str:
+        free_while_hashing.append(slots.value)
+        return security.hash_password(password)
+
+    monkeypatch.setattr(users, "hash_password", hash_password)
+    response = client.post(
+        "/users/", json={"email": "ada@example.com", "password": PASSWORD}
+    )
+
+    assert response.status_code == 201
+    assert free_while_hashing == [settings.db_pool_size + settings.db_max_overflow]
 
 
 def test_only_valid_tokens_are_remembered(client: TestClient) -> None:

@@ -141,6 +141,22 @@ def test_a_database_that_refuses_connections_is_503(client: TestClient) -> None:
     assert_database_unavailable("readiness", response, elapsed)
 
 
+@requires_postgres("connects to PostgreSQL with a libpq option in the URL")
+def test_a_database_url_with_sslmode_works(client: TestClient) -> None:
+    """Hosts put libpq's `sslmode` in DATABASE_URL; asyncpg knows it as `ssl`."""
+    url = make_url(settings.database_url).update_query_dict({"sslmode": "disable"})
+    with_sslmode = build_engine(url.render_as_string(hide_password=False))
+
+    async def select_one() -> int:
+        async with with_sslmode.connect() as connection:
+            return (await connection.execute(text("SELECT 1"))).scalar_one()
+
+    try:
+        assert client.portal.call(select_one) == 1
+    finally:
+        client.portal.call(with_sslmode.dispose)
+
+
 WRITERS = 4
 WRITES_PER_WRITER = 200
 ACKNOWLEDGED_BEFORE_KILL = 20
