@@ -95,6 +95,9 @@ class PostPublic(PostBase):
     votes: int
 
 
+_posts, _owners = Post.__table__, User.__table__
+
+
 def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
     """Published posts, and the viewer's own drafts."""
     return or_(_posts.c.published, _posts.c.owner_id == viewer_id)
@@ -102,7 +105,6 @@ def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
 
 # The reads every request makes are built once, with their values bound at execution:
 # building a statement and its cache key costs more than running it.
-_posts, _owners = Post.__table__, User.__table__
 _VIEWER = bindparam("viewer_id", type_=Integer)
 _VISIBLE_POST = select(Post).where(Post.id == bindparam("post_id"), visible_to(_VIEWER))
 _PAGE = (
