@@ -51,19 +51,27 @@ def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -
     assert lifetime == settings.access_token_expire_minutes * 60
 
 
+def free_slots_during(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, module: Any, name: str
+) -> list[int]:
+    """Wrap module.name so each call notes how many database slots are free meanwhile."""
+    slots, real, free = client.app.state.db_slots, getattr(module, name), []
+
+    def noting(*args: Any) -> Any:
+        free.append(slots.value)
+        return real(*args)
+
+    monkeypatch.setattr(module, name, noting)
+    return free
+
+
 def test_login_holds_no_database_slot_while_bcrypt_runs(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A burst of logins must not keep other requests from the database."""
     user = create_user(client)
-    slots = client.app.state.db_slots
-    free_while_hashing = []
+    free_while_hashing = free_slots_during(client, monkeypatch, auth, "verify_password")
 
-    def verify(password: str, password_hash: str | None) -> bool:
-        free_while_hashing.append(slots.value)
-        return security.verify_password(password, password_hash)
-
-    monkeypatch.setattr(auth, "verify_password", verify)
     response = client.post(
         "/login", data={"username": user["email"], "password": PASSWORD}
     )
@@ -241,14 +249,8 @@ def test_registration_holds_no_database_slot_while_bcrypt_runs(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sign-ups are anonymous: a burst of them must not keep others from the database."""
-    slots = client.app.state.db_slots
-    free_while_hashing = []
+    free_while_hashing = free_slots_during(client, monkeypatch, users, "hash_password")
 
-    def hash_password(password: str) -> str:
-        free_while_hashing.append(slots.value)
-        return security.hash_password(password)
-
-    monkeypatch.setattr(users, "hash_password", hash_password)
     response = client.post(
         "/users/", json={"email": "ada@example.com", "password": PASSWORD}
     )

@@ -23,6 +23,7 @@ from sqlmodel import SQLModel
 from blogapi.db import build_sync_engine
 from blogapi.server import ALEMBIC_INI
 from tests.factories import engine
+from tests.servers import requires_postgres
 
 
 @pytest.fixture
@@ -116,10 +117,7 @@ def test_upgrade_head_builds_keys_cascades_and_indexes(
     assert indexes["ix_votes_post_id"] == (["post_id"], False)
 
 
-@pytest.mark.skipif(
-    engine.dialect.name != "postgresql",
-    reason="SQLite has no timestamp type to check: it stores text",
-)
+@requires_postgres("SQLite has no timestamp type to check: it stores text")
 def test_timestamps_are_timezone_aware_columns(
     alembic_config: Config, scratch_engine: Engine
 ) -> None:
@@ -169,9 +167,8 @@ def test_autogenerate_would_notice_a_difference(
         command.check(alembic_config)
 
 
-@pytest.mark.skipif(
-    engine.dialect.name != "postgresql",
-    reason="only PostgreSQL deployments start several servers that migrate at once",
+@requires_postgres(
+    "only PostgreSQL deployments start several servers that migrate at once"
 )
 def test_servers_migrating_at_once_take_turns(
     scratch_url: str, scratch_engine: Engine

@@ -31,6 +31,7 @@ from tests.factories import (
     set_created_at,
     vote,
 )
+from tests.servers import requires_postgres
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -622,10 +623,9 @@ def gone_after_check() -> Iterator[None]:
     app.dependency_overrides.clear()
 
 
-@pytest.mark.skipif(
-    engine.dialect.name == "sqlite",
-    reason="SQLite refuses a write from a transaction that read before another's write "
-    "(503), so there is no stale update to see",
+@requires_postgres(
+    "SQLite refuses a write from a transaction that read before another's write "
+    "(503), so there is no stale update to see"
 )
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 def test_editing_a_post_deleted_meanwhile_is_404(

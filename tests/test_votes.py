@@ -17,9 +17,9 @@ from tests.factories import (
     count_vote_rows,
     create_post,
     create_user_and_login,
-    engine,
     vote,
 )
+from tests.servers import requires_postgres
 
 
 def votes_shown(client: TestClient, headers: dict[str, str], post_id: int) -> int:
@@ -208,11 +208,6 @@ def test_deleting_a_post_deletes_its_votes(client: TestClient) -> None:
 
 # Simultaneous duplicate votes, through a real server (PostgreSQL only)
 
-needs_postgresql = pytest.mark.skipif(
-    engine.dialect.name != "postgresql",
-    reason="SQLite serialises every write, so there is no race to test; "
-    "run with TEST_DATABASE_URL pointing at PostgreSQL",
-)
 RACERS = 12
 
 
@@ -255,7 +250,7 @@ def race(base_url: str, headers: dict[str, str], body: dict) -> Counter[int]:
     return Counter(statuses)
 
 
-@needs_postgresql
+@requires_postgres("SQLite serialises every write, so there is no race to test")
 def test_simultaneous_duplicate_votes_give_one_201_and_409s(live_server: str) -> None:
     with httpx.Client(base_url=live_server) as http:
         _, author = create_user_and_login(http)
