@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from sqlalchemy import DateTime, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
@@ -140,16 +140,13 @@ _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
 @asynccontextmanager
-async def open_session(
-    request: Request, *, reads_only: bool
-) -> AsyncIterator[AsyncSession]:
-    """A session on the app's engine (its connections belong to the app's event loop).
+async def _database_slot(request: Request) -> AsyncIterator[AsyncEngine]:
+    """The app's engine (its connections belong to the app's event loop), once one of its
+    connections is this request's to use.
 
     Requests queue for a connection in arrival order: the pool's own queue lets a newcomer
     take a connection ahead of requests that have waited for seconds. A request that
-    waits longer than DB_POOL_TIMEOUT gets a 503. A session that only reads runs without
-    a transaction: each statement sees what is committed, and BEGIN and ROLLBACK would be
-    two more round trips.
+    waits longer than DB_POOL_TIMEOUT gets a 503.
     """
     slots: anyio.Semaphore = request.app.state.db_slots
     with anyio.move_on_after(settings.db_pool_timeout) as waiting:
@@ -157,14 +154,25 @@ async def open_session(
     if waiting.cancelled_caught:
         raise PoolTimeoutError("no database connection came free in time")
     try:
-        async with AsyncSession(
-            request.app.state.engine, expire_on_commit=False
-        ) as session:
-            if reads_only:
-                await session.connection(execution_options=_AUTOCOMMIT)
-            yield session
+        yield request.app.state.engine
     finally:
         slots.release()
+
+
+@asynccontextmanager
+async def open_session(
+    request: Request, *, reads_only: bool
+) -> AsyncIterator[AsyncSession]:
+    """A session for the request. One that only reads runs without a transaction: each
+    statement sees what is committed, and BEGIN and ROLLBACK would be two more round trips.
+    """
+    async with (
+        _database_slot(request) as engine,
+        AsyncSession(engine, expire_on_commit=False) as session,
+    ):
+        if reads_only:
+            await session.connection(execution_options=_AUTOCOMMIT)
+        yield session
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -173,4 +181,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection without a transaction, for a read made of Core statements alone: it
+    costs less than a session, which a read that builds no ORM objects doesn't need."""
+    async with _database_slot(request) as engine, engine.connect() as connection:
+        yield await connection.execution_options(**_AUTOCOMMIT)
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadConnection = Annotated[AsyncConnection, Depends(get_read_connection)]

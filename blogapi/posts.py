@@ -10,17 +10,27 @@ from sqlalchemy import (
     Index,
     Integer,
     Row,
+    Select,
     bindparam,
     or_,
+    true,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, ReadConnection, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
-from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
+from blogapi.users import (
+    TOKEN_IS_CURRENT,
+    CurrentUser,
+    TokenClaims,
+    User,
+    UserPublic,
+    invalid_credentials,
+    token_params,
+)
 
 TITLE_MAX_CHARS = 300
 CONTENT_MAX_CHARS = 10_000
@@ -114,11 +124,28 @@ _PAGE = (
         _owners.c.created_at.label("owner_created_at"),
     )
     .join_from(_posts, _owners, _posts.c.owner_id == _owners.c.id)
-    .where(visible_to(_VIEWER))
+    .where(visible_to(bindparam("user_id", type_=Integer)))
     .order_by(_posts.c.created_at.desc(), _posts.c.id.desc())
     .limit(bindparam("limit", type_=Integer))
     .offset(bindparam("skip", type_=Integer))
 )
+
+
+def _checked_page(page: Select[Any]) -> Select[Any]:
+    """The page with the token check in the same statement: one row per post with the
+    token's user id, one row of nulls but that id for an empty page, and no row at all
+    for a token that is no longer good. A list costs one round trip instead of two.
+    """
+    viewer = select(_owners.c.id.label("viewer_id")).where(TOKEN_IS_CURRENT).subquery()
+    entries = page.subquery()
+    return (
+        select(viewer.c.viewer_id, *entries.c)
+        .select_from(viewer.outerjoin(entries, true()))
+        .order_by(entries.c.created_at.desc(), entries.c.id.desc())
+    )
+
+
+_CHECKED_PAGE = _checked_page(_PAGE)
 
 
 def _page_entry(row: Row[Any]) -> PostPublic:
@@ -171,8 +198,8 @@ router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(40
 
 @router.get("", summary="List posts, newest first")
 async def list_posts(
-    session: SessionDep,
-    user: CurrentUser,
+    connection: ReadConnection,
+    claims: TokenClaims,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
     skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     search: Annotated[
@@ -184,14 +211,18 @@ async def list_posts(
         ),
     ] = "",
 ) -> list[PostPublic]:
-    query = _PAGE
+    query = _CHECKED_PAGE
     if search:
-        query = query.where(_posts.c.title.icontains(search, autoescape=True))
-    connection = await session.connection()  # a Core query needs no ORM bookkeeping
-    page = await connection.execute(
-        query, {"viewer_id": user.id, "limit": limit, "skip": skip}
+        query = _checked_page(
+            _PAGE.where(_posts.c.title.icontains(search, autoescape=True))
+        )
+    rows = await connection.execute(
+        query, {**token_params(claims), "limit": limit, "skip": skip}
     )
-    return [_page_entry(row) for row in page]
+    page = rows.all()
+    if not page:
+        raise invalid_credentials()
+    return [_page_entry(row) for row in page if row.id is not None]
 
 
 @router.post(

@@ -1,13 +1,13 @@
 """The User model family, the CurrentUser dependency and the /users router."""
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, EmailStr, field_validator
-from sqlalchemy import bindparam
+from sqlalchemy import Integer, and_, bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, exists, select
 
@@ -91,24 +91,30 @@ async def get_token_claims(
 TokenClaims = Annotated[AccessClaims, Depends(get_token_claims)]
 
 
-_TOKEN_USER = select(User).where(
-    User.id == bindparam("user_id"),
-    User.token_version == bindparam("version"),
+TOKEN_IS_CURRENT = and_(
+    col(User.id) == bindparam("user_id", type_=Integer),
+    col(User.token_version) == bindparam("version", type_=Integer),
     ~exists().where(col(RevokedToken.token_id) == bindparam("token_id")),
 )
+"""A users-table condition that holds for the token's user alone, while the token is
+neither revoked nor outdated by a password change; bind it with `token_params`."""
+
+
+def token_params(claims: AccessClaims) -> dict[str, Any]:
+    return {
+        "user_id": claims.user_id,
+        "version": claims.version,
+        "token_id": claims.token_id,
+    }
+
+
+_TOKEN_USER = select(User).where(TOKEN_IS_CURRENT)
 """Built once: every authenticated request runs it."""
 
 
 async def get_current_user(claims: TokenClaims, session: SessionDep) -> User:
     """The token's user, in one indexed query that also refuses revoked tokens."""
-    found = await session.exec(
-        _TOKEN_USER,
-        params={
-            "user_id": claims.user_id,
-            "version": claims.version,
-            "token_id": claims.token_id,
-        },
-    )
+    found = await session.exec(_TOKEN_USER, params=token_params(claims))
     user = found.first()
     if user is None:
         raise invalid_credentials()

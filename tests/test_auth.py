@@ -318,14 +318,15 @@ def test_token_naming_no_possible_user_is_401(client: TestClient, sub: str) -> N
     assert_unauthorized(response)
 
 
-def test_token_of_a_deleted_user_is_401(client: TestClient) -> None:
+@pytest.mark.parametrize("path", ["/users/me", "/posts/"])
+def test_token_of_a_deleted_user_is_401(client: TestClient, path: str) -> None:
     user = create_user(client)
     token = make_token(str(user["id"]))
-    assert client.get("/users/me", headers=bearer(token)).status_code == 200
+    assert client.get(path, headers=bearer(token)).status_code == 200
 
     delete_user_row(user["id"])
 
-    assert_unauthorized(client.get("/users/me", headers=bearer(token)))
+    assert_unauthorized(client.get(path, headers=bearer(token)))
 
 
 @pytest.mark.parametrize(

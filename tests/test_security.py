@@ -270,8 +270,10 @@ def test_logout_revokes_only_the_token_it_carries(client: TestClient) -> None:
     assert response.status_code == 204
     assert response.content == b""
     assert_unauthorized(client.get("/users/me", headers=revoked))
+    assert_unauthorized(client.get("/posts/", headers=revoked))
     assert_unauthorized(client.post("/logout", headers=revoked))
     assert client.get("/users/me", headers=kept).json() == user
+    assert client.get("/posts/", headers=kept).status_code == 200
 
 
 def change_password(
@@ -294,6 +296,7 @@ def test_password_change_revokes_every_earlier_token(client: TestClient) -> None
     assert response.content == b""
     assert_unauthorized(client.get("/users/me", headers=first))
     assert_unauthorized(client.get("/users/me", headers=second))
+    assert_unauthorized(client.get("/posts/", headers=second))
     assert attempt(client, user["email"]).status_code == 403
     fresh = login(client, user["email"], "a brand new password")
     assert client.get("/users/me", headers=fresh).json() == user
