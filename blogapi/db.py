@@ -149,10 +149,13 @@ async def _database_slot(request: Request) -> AsyncIterator[AsyncEngine]:
     waits longer than DB_POOL_TIMEOUT gets a 503.
     """
     slots: anyio.Semaphore = request.app.state.db_slots
-    with anyio.move_on_after(settings.db_pool_timeout) as waiting:
-        await slots.acquire()
-    if waiting.cancelled_caught:
-        raise PoolTimeoutError("no database connection came free in time")
+    try:
+        slots.acquire_nowait()  # succeeds only while no request is waiting
+    except anyio.WouldBlock:
+        with anyio.move_on_after(settings.db_pool_timeout) as waiting:
+            await slots.acquire()
+        if waiting.cancelled_caught:
+            raise PoolTimeoutError("no database connection came free in time") from None
     try:
         yield request.app.state.engine
     finally:
@@ -181,12 +184,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection without a transaction, for a read made of Core statements alone: it
-    costs less than a session, which a read that builds no ORM objects doesn't need."""
+@asynccontextmanager
+async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection without a transaction, for a read made of Core statements alone.
+
+    It costs less than a session, which a read that builds no ORM objects doesn't need.
+    A route enters it itself rather than through a dependency: FastAPI's generator
+    dependencies add an exit stack and a shielded exit to every request, and on the
+    list, the hottest route, that was about a tenth of its time.
+    """
     async with _database_slot(request) as engine, engine.connect() as connection:
         yield await connection.execution_options(**_AUTOCOMMIT)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReadConnection = Annotated[AsyncConnection, Depends(get_read_connection)]

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -20,7 +20,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import MAX_ID, ReadConnection, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, SessionDep, UTCDateTime, read_connection, utc_now
 from blogapi.errors import error_responses
 from blogapi.users import (
     TOKEN_IS_CURRENT,
@@ -118,8 +118,14 @@ def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
 _VIEWER = bindparam("viewer_id", type_=Integer)
 _VISIBLE_POST = select(Post).where(Post.id == bindparam("post_id"), visible_to(_VIEWER))
 _PAGE = (
-    select(
-        *_posts.c,
+    select(  # in the order _page_entry reads them
+        _posts.c.id,
+        _posts.c.title,
+        _posts.c.content,
+        _posts.c.published,
+        _posts.c.created_at,
+        _posts.c.votes,
+        _posts.c.owner_id,
         _owners.c.email.label("owner_email"),
         _owners.c.created_at.label("owner_created_at"),
     )
@@ -139,7 +145,7 @@ def _checked_page(page: Select[Any]) -> Select[Any]:
     viewer = select(_owners.c.id.label("viewer_id")).where(TOKEN_IS_CURRENT).subquery()
     entries = page.subquery()
     return (
-        select(viewer.c.viewer_id, *entries.c)
+        select(*entries.c, viewer.c.viewer_id)
         .select_from(viewer.outerjoin(entries, true()))
         .order_by(entries.c.created_at.desc(), entries.c.id.desc())
     )
@@ -149,19 +155,29 @@ _CHECKED_PAGE = _checked_page(_PAGE)
 
 
 def _page_entry(row: Row[Any]) -> PostPublic:
-    """A list entry straight from a page row: the database's values need no validation."""
-    owner = UserPublic.model_construct(
-        id=row.owner_id, email=row.owner_email, created_at=row.owner_created_at
-    )
+    """A list entry from a page row. The database's values need no validation, and
+    unpacking the row costs less than reading its columns by name."""
+    (
+        post_id,
+        title,
+        content,
+        published,
+        created_at,
+        votes,
+        owner_id,
+        email,
+        joined,
+        _,
+    ) = row
     return PostPublic.model_construct(
-        title=row.title,
-        content=row.content,
-        published=row.published,
-        id=row.id,
-        created_at=row.created_at,
-        owner_id=row.owner_id,
-        owner=owner,
-        votes=row.votes,
+        id=post_id,
+        title=title,
+        content=content,
+        published=published,
+        created_at=created_at,
+        votes=votes,
+        owner_id=owner_id,
+        owner=UserPublic.model_construct(id=owner_id, email=email, created_at=joined),
     )
 
 
@@ -198,7 +214,7 @@ router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(40
 
 @router.get("", summary="List posts, newest first")
 async def list_posts(
-    connection: ReadConnection,
+    request: Request,
     claims: TokenClaims,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
     skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -216,10 +232,11 @@ async def list_posts(
         query = _checked_page(
             _PAGE.where(_posts.c.title.icontains(search, autoescape=True))
         )
-    rows = await connection.execute(
-        query, {**token_params(claims), "limit": limit, "skip": skip}
-    )
-    page = rows.all()
+    async with read_connection(request) as connection:
+        rows = await connection.execute(
+            query, {**token_params(claims), "limit": limit, "skip": skip}
+        )
+        page = rows.all()
     if not page:
         raise invalid_credentials()
     return [_page_entry(row) for row in page if row.id is not None]
