@@ -347,6 +347,8 @@ def test_search_matches_the_title_ignoring_case(client: TestClient) -> None:
         ("_", "snake_case", "snakecase"),
         ("e_c", "snake_case", "snakeXcase"),
         ("\\", "back\\slash", "backslash"),
+        ("/", "and/or", "andor"),
+        ("/%", "50/% off", "50/50 off"),
     ],
 )
 def test_search_takes_wildcards_literally(
