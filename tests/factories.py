@@ -2,8 +2,9 @@
 
 Each takes a TestClient, or an httpx.Client pointed at a live server.
 
-The few helpers that reach past the API (forging tokens, deleting a user, backdating a
-post, counting vote rows) go straight to the test database through `engine` below.
+The few helpers that reach past the API (forging tokens, deleting a user, revoking a
+user's tokens, backdating a post, counting vote rows) go straight to the test database
+through `engine` below; `free_slots_during` watches the app's database slots.
 """
 
 import base64
@@ -14,6 +15,8 @@ from itertools import count
 from typing import Any
 
 import jwt
+import pytest
+from fastapi.testclient import TestClient
 from httpx import Client, Response
 from sqlmodel import Session, col, delete, func, select, update
 
@@ -118,6 +121,31 @@ def delete_user_row(user_id: int) -> None:
     with Session(engine) as session:
         session.exec(delete(User).where(col(User.id) == user_id))
         session.commit()
+
+
+def revoke_tokens(user_id: int) -> None:
+    """Raise a user's token version, as a password change elsewhere would."""
+    with Session(engine) as session:
+        session.exec(
+            update(User)
+            .where(col(User.id) == user_id)
+            .values(token_version=User.token_version + 1)
+        )
+        session.commit()
+
+
+def free_slots_during(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, module: Any, name: str
+) -> list[int]:
+    """Wrap module.name so each call notes how many database slots are free meanwhile."""
+    slots, real, free = client.app.state.db_slots, getattr(module, name), []
+
+    def noting(*args: Any) -> Any:
+        free.append(slots.value)
+        return real(*args)
+
+    monkeypatch.setattr(module, name, noting)
+    return free
 
 
 def set_created_at(post_ids: list[int], when: datetime) -> None:

@@ -17,6 +17,7 @@ from tests.factories import (
     create_user,
     create_user_and_login,
     delete_user_row,
+    free_slots_during,
     make_token,
     unsigned_token,
 )
@@ -49,20 +50,6 @@ def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -
     assert claims["sub"] == str(user["id"])
     lifetime = claims["exp"] - claims["iat"]
     assert lifetime == settings.access_token_expire_minutes * 60
-
-
-def free_slots_during(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch, module: Any, name: str
-) -> list[int]:
-    """Wrap module.name so each call notes how many database slots are free meanwhile."""
-    slots, real, free = client.app.state.db_slots, getattr(module, name), []
-
-    def noting(*args: Any) -> Any:
-        free.append(slots.value)
-        return real(*args)
-
-    monkeypatch.setattr(module, name, noting)
-    return free
 
 
 def test_login_holds_no_database_slot_while_bcrypt_runs(

@@ -14,6 +14,7 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from blogapi import account
 from blogapi.config import settings
 from blogapi.main import app, create_app
 from blogapi.throttle import KEY_PREFIX, LoginThrottle, MemoryStore, RedisStore
@@ -25,7 +26,9 @@ from tests.factories import (
     create_post,
     create_user,
     create_user_and_login,
+    free_slots_during,
     login,
+    revoke_tokens,
     vote,
 )
 from tests.servers import running_server
@@ -380,6 +383,51 @@ def test_a_deleted_users_token_never_works_for_the_next_user(
 
     assert_unauthorized(client.get("/users/me", headers=headers))
     assert newcomer["id"] != user["id"]
+
+
+@pytest.mark.parametrize("change", ["password", "deletion"])
+def test_account_changes_hold_no_database_slot_while_bcrypt_runs(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    _, headers = create_user_and_login(client)
+    free_checking = free_slots_during(client, monkeypatch, account, "verify_password")
+    free_hashing = free_slots_during(client, monkeypatch, account, "hash_password")
+
+    if change == "password":
+        response = change_password(client, headers, PASSWORD, "a brand new password")
+    else:
+        response = delete_account(client, headers, PASSWORD)
+
+    assert response.status_code == 204, response.text
+    every_slot = settings.db_pool_size + settings.db_max_overflow
+    assert free_checking == [every_slot]
+    assert free_hashing == ([every_slot] if change == "password" else [])
+
+
+@pytest.mark.parametrize("change", ["password", "deletion"])
+def test_a_token_revoked_while_bcrypt_runs_changes_nothing(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """The password is checked with no connection held; the write checks the token again."""
+    user, headers = create_user_and_login(client)
+    post = create_post(client, headers)
+    verify = account.verify_password
+
+    def revoked_meanwhile(password: str, password_hash: str | None) -> bool:
+        revoke_tokens(user["id"])
+        return verify(password, password_hash)
+
+    monkeypatch.setattr(account, "verify_password", revoked_meanwhile)
+
+    if change == "password":
+        response = change_password(client, headers, PASSWORD, "a brand new password")
+    else:
+        response = delete_account(client, headers, PASSWORD)
+
+    assert_unauthorized(response)
+    fresh = login(client, user["email"])
+    assert client.get(f"/posts/{post['id']}", headers=fresh).json() == post
+    assert attempt(client, user["email"], "a brand new password").status_code == 403
 
 
 # Response headers
