@@ -117,8 +117,8 @@ def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
 # building a statement and its cache key costs more than running it.
 _VIEWER = bindparam("viewer_id", type_=Integer)
 _VISIBLE_POST = select(Post).where(Post.id == bindparam("post_id"), visible_to(_VIEWER))
-_PAGE = (
-    select(  # in the order _page_entry reads them
+_ENTRIES = (
+    select(  # in the order _entry reads them
         _posts.c.id,
         _posts.c.title,
         _posts.c.content,
@@ -131,32 +131,37 @@ _PAGE = (
     )
     .join_from(_posts, _owners, _posts.c.owner_id == _owners.c.id)
     .where(visible_to(bindparam("user_id", type_=Integer)))
-    .order_by(_posts.c.created_at.desc(), _posts.c.id.desc())
+)
+_PAGE = (
+    _ENTRIES.order_by(_posts.c.created_at.desc(), _posts.c.id.desc())
     .limit(bindparam("limit", type_=Integer))
     .offset(bindparam("skip", type_=Integer))
 )
 
 
-def _checked_page(page: Select[Any]) -> Select[Any]:
-    """The page with the token check in the same statement: one row per post with the
-    token's user id, one row of nulls but that id for an empty page, and no row at all
-    for a token that is no longer good. A list costs one round trip instead of two.
+def _token_checked(entries: Select[Any]) -> Select[Any]:
+    """The entries with the token check in the same statement, so a read is one round
+    trip: one row per post with the token's user id, one row of nulls but that id when
+    no post matches, and no row at all for a token that is no longer good.
     """
     viewer = select(_owners.c.id.label("viewer_id")).where(TOKEN_IS_CURRENT).subquery()
-    entries = page.subquery()
+    found = entries.subquery()
     return (
-        select(*entries.c, viewer.c.viewer_id)
-        .select_from(viewer.outerjoin(entries, true()))
-        .order_by(entries.c.created_at.desc(), entries.c.id.desc())
+        select(*found.c, viewer.c.viewer_id)
+        .select_from(viewer.outerjoin(found, true()))
+        .order_by(found.c.created_at.desc(), found.c.id.desc())
     )
 
 
 LIKE_ESCAPE = "/"
 # The list's statements, a search's pattern bound like any value (bench/explain.py
 # shows their plans).
-LIST_PAGE = _checked_page(_PAGE)
-LIST_SEARCH = _checked_page(
+LIST_PAGE = _token_checked(_PAGE)
+LIST_SEARCH = _token_checked(
     _PAGE.where(_posts.c.title.ilike(bindparam("pattern"), escape=LIKE_ESCAPE))
+)
+_ONE_POST = _token_checked(
+    _ENTRIES.where(_posts.c.id == bindparam("post_id", type_=Integer))
 )
 
 
@@ -167,8 +172,8 @@ def contains_pattern(text: str) -> str:
     return f"%{text}%"
 
 
-def _page_entry(row: Row[Any]) -> PostPublic:
-    """A list entry from a page row. The database's values need no validation, and
+def _entry(row: Row[Any]) -> PostPublic:
+    """A post from an entries row. The database's values need no validation, and
     unpacking the row costs less than reading its columns by name."""
     (
         post_id,
@@ -178,9 +183,9 @@ def _page_entry(row: Row[Any]) -> PostPublic:
         created_at,
         votes,
         owner_id,
-        email,
-        joined,
-        _,
+        owner_email,
+        owner_joined,
+        _viewer_id,
     ) = row
     return PostPublic.model_construct(
         id=post_id,
@@ -190,8 +195,21 @@ def _page_entry(row: Row[Any]) -> PostPublic:
         created_at=created_at,
         votes=votes,
         owner_id=owner_id,
-        owner=UserPublic.model_construct(id=owner_id, email=email, created_at=joined),
+        owner=UserPublic.model_construct(
+            id=owner_id, email=owner_email, created_at=owner_joined
+        ),
     )
+
+
+async def _read_entries(
+    request: Request, statement: Select[Any], params: dict[str, Any]
+) -> list[PostPublic]:
+    """Run a token-checked read: its posts, or 401 for a token that is no longer good."""
+    async with read_connection(request) as connection:
+        rows = (await connection.execute(statement, params)).all()
+    if not rows:
+        raise invalid_credentials()
+    return [_entry(row) for row in rows if row.id is not None]
 
 
 PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -219,7 +237,6 @@ async def get_owned_post(
     return post
 
 
-VisiblePost = Annotated[Post, Depends(get_visible_post)]
 OwnedPost = Annotated[Post, Depends(get_owned_post)]
 
 router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(401))
@@ -243,11 +260,7 @@ async def list_posts(
     query, params = LIST_PAGE, {**token_params(claims), "limit": limit, "skip": skip}
     if search:
         query, params["pattern"] = LIST_SEARCH, contains_pattern(search)
-    async with read_connection(request) as connection:
-        page = (await connection.execute(query, params)).all()
-    if not page:
-        raise invalid_credentials()
-    return [_page_entry(row) for row in page if row.id is not None]
+    return await _read_entries(request, query, params)
 
 
 @router.post(
@@ -270,8 +283,14 @@ async def create_post(
 
 
 @router.get("/{post_id}", summary="One post", responses=error_responses(404))
-async def read_post(post: VisiblePost) -> PostPublic:
-    return PostPublic.model_validate(post)
+async def read_post(
+    post_id: PostId, claims: TokenClaims, request: Request
+) -> PostPublic:
+    params = {**token_params(claims), "post_id": post_id}
+    found = await _read_entries(request, _ONE_POST, params)
+    if not found:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Post {post_id} not found")
+    return found[0]
 
 
 @router.put(

@@ -267,6 +267,7 @@ def test_logins_still_work_when_redis_is_unreachable(
 def test_logout_revokes_only_the_token_it_carries(client: TestClient) -> None:
     user = create_user(client)
     kept, revoked = login(client, user["email"]), login(client, user["email"])
+    post = create_post(client, kept)
 
     response = client.post("/logout", headers=revoked)
 
@@ -274,9 +275,11 @@ def test_logout_revokes_only_the_token_it_carries(client: TestClient) -> None:
     assert response.content == b""
     assert_unauthorized(client.get("/users/me", headers=revoked))
     assert_unauthorized(client.get("/posts/", headers=revoked))
+    assert_unauthorized(client.get(f"/posts/{post['id']}", headers=revoked))
     assert_unauthorized(client.post("/logout", headers=revoked))
     assert client.get("/users/me", headers=kept).json() == user
-    assert client.get("/posts/", headers=kept).status_code == 200
+    assert client.get("/posts/", headers=kept).json() == [post]
+    assert client.get(f"/posts/{post['id']}", headers=kept).json() == post
 
 
 def change_password(
