@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=10, gt=0)
+    db_statement_timeout: float = Field(default=30, gt=0)
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     redis_url: str = ""

@@ -99,7 +99,10 @@ def build_engine(url: str) -> AsyncEngine:
         )
     engine = create_async_engine(
         parsed.set(drivername="postgresql+asyncpg"),
-        connect_args={"timeout": 5},
+        # A statement, or the check of an idle connection, that gets no answer in time
+        # fails (503) rather than hanging its request: a dropped network path never
+        # answers, and a lock held elsewhere may not be let go.
+        connect_args={"timeout": 5, "command_timeout": settings.db_statement_timeout},
         # The most recently used connection goes out first, so under light load the
         # same few stay busy and the rest can idle (and get checked when next used).
         pool_use_lifo=True,

@@ -19,6 +19,7 @@ from sqlalchemy import make_url, text
 
 from blogapi.config import settings
 from blogapi.db import IDLE_PING_SECONDS, build_engine
+from blogapi.main import create_app
 from tests.factories import (
     PASSWORD,
     create_post,
@@ -314,6 +315,36 @@ def test_vote_counts_match_rows_under_concurrent_votes_and_deletions() -> None:
         assert {post["id"]: post["votes"] for post in listed} == {
             post: sum(1 for _, voted in rows if voted == post) for post in posts
         }
+
+
+@requires_postgres(
+    "the statement timeout is asyncpg's; SQLite waits on its busy timeout"
+)
+def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "db_statement_timeout", 0.5)
+    with TestClient(create_app()) as client:
+        _, headers = create_user_and_login(client)
+        post = create_post(client, headers)
+
+        path = f"/posts/{post['id']}"
+
+        def edit(title: str) -> httpx.Response:
+            return client.patch(path, json={"title": title}, headers=headers)
+
+        with engine.connect() as holder:
+            locked = text("SELECT id FROM posts WHERE id = :id FOR UPDATE")
+            holder.execute(locked, {"id": post["id"]})
+            response, elapsed = timed(lambda: edit("behind the lock"))
+            holder.rollback()
+
+        assert_database_unavailable("an edit behind a lock", response, elapsed)
+        assert elapsed < 2
+        for attempt in range(settings.db_pool_size + 1):  # every pooled connection
+            assert edit(f"edit {attempt}").status_code == 200
+        edited = client.get(path, headers=headers).json()
+        assert edited["title"] == f"edit {settings.db_pool_size}"
 
 
 def test_a_request_that_cannot_get_a_connection_in_time_is_503(
