@@ -29,6 +29,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.login_throttle = build_login_throttle()
     yield
+    await app.state.login_throttle.store.close()
     await app.state.engine.dispose()
 
 

@@ -40,6 +40,10 @@ class AttemptStore(Protocol):
 
     async def reset(self, key: str) -> None: ...
 
+    async def close(self) -> None:
+        """Let go of what the store holds open, at shutdown."""
+        ...
+
 
 class MemoryStore:
     """Counts in this process; each method runs on the event loop without awaiting, so
@@ -70,6 +74,9 @@ class MemoryStore:
 
     async def reset(self, key: str) -> None:
         self._windows.pop(key, None)
+
+    async def close(self) -> None:
+        self._windows.clear()
 
 
 class RedisStore:
@@ -111,6 +118,9 @@ class RedisStore:
 
     async def reset(self, key: str) -> None:
         await self._run(self._redis.pipeline().delete(KEY_PREFIX + key))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 class LoginThrottle:

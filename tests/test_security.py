@@ -238,6 +238,27 @@ def test_two_apps_on_redis_count_failures_together(
     connection.close()
 
 
+def test_an_app_on_redis_lets_go_of_its_connection_at_shutdown(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, redis_tag: str
+) -> None:
+    user = create_user(client, email=f"{redis_tag}@example.com")
+    watcher = redis.Redis.from_url(REDIS_URL)
+
+    def clients() -> int:
+        return len(watcher.client_list())
+
+    before = clients()
+    with TestClient(app_on_redis(monkeypatch, REDIS_URL)) as on_redis:
+        assert attempt(on_redis, user["email"]).status_code == 200
+        assert clients() == before + 1
+    deadline = time.monotonic() + 2
+    while clients() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert clients() == before
+    watcher.close()
+
+
 def test_logins_still_work_when_redis_is_unreachable(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
