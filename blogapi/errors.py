@@ -58,7 +58,7 @@ async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
-        "database unavailable on %s %s: %s", request.method, request.url.path, exc
+        "database unavailable on %s %s: %r", request.method, request.url.path, exc
     )
     return JSONResponse(
         {"detail": "The database is unavailable; try again shortly"},

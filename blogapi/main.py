@@ -28,9 +28,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.db_pool_size + settings.db_max_overflow
     )
     app.state.login_throttle = build_login_throttle()
-    yield
-    await app.state.login_throttle.store.close()
-    await app.state.engine.dispose()
+    try:
+        yield
+    finally:
+        try:
+            await app.state.login_throttle.store.close()
+        finally:
+            await app.state.engine.dispose()
 
 
 def create_app() -> FastAPI:

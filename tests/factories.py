@@ -10,7 +10,7 @@ through `engine` below; `free_slots_during` watches the app's database slots.
 import base64
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlmodel import Session, col, delete, func, select, update
 from blogapi.config import settings
 from blogapi.db import build_sync_engine, utc_now
 from blogapi.posts import Post
+from blogapi.tokens import RevokedToken
 from blogapi.users import User
 from blogapi.votes import Vote
 
@@ -120,6 +121,20 @@ def delete_user_row(user_id: int) -> None:
     """Remove a user straight from the database (the API has no such route)."""
     with Session(engine) as session:
         session.exec(delete(User).where(col(User.id) == user_id))
+        session.commit()
+
+
+def log_out_directly(headers: dict[str, str]) -> None:
+    """Revoke the token in `headers` as POST /logout would, without the API."""
+    token = headers["Authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    with Session(engine) as session:
+        session.add(
+            RevokedToken(
+                token_id=claims["jti"],
+                expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            )
+        )
         session.commit()
 
 

@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import anyio
 import httpx
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import make_url, text
 
 from blogapi.config import settings
-from blogapi.db import IDLE_PING_SECONDS, build_engine
+from blogapi.db import IDLE_PING_SECONDS, _database_slot, build_engine
 from blogapi.main import create_app
 from tests.factories import (
     PASSWORD,
@@ -345,6 +346,35 @@ def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
             assert edit(f"edit {attempt}").status_code == 200
         edited = client.get(path, headers=headers).json()
         assert edited["title"] == f"edit {settings.db_pool_size}"
+
+
+def test_requests_get_a_database_slot_in_arrival_order() -> None:
+    """A request arriving as a slot is handed on must not take it from those waiting."""
+    state = SimpleNamespace(db_slots=anyio.Semaphore(1), engine=None)
+    request = SimpleNamespace(app=SimpleNamespace(state=state))
+    served: list[str] = []
+
+    async def use_a_slot(name: str, until: anyio.Event | None = None) -> None:
+        async with _database_slot(request):  # type: ignore[arg-type]
+            served.append(name)
+            if until is not None:
+                await until.wait()
+
+    async def arrive() -> None:
+        done = anyio.Event()
+        async with anyio.create_task_group() as requests:
+            requests.start_soon(use_a_slot, "first", done)
+            await anyio.wait_all_tasks_blocked()
+            for name in ("waiting 1", "waiting 2"):
+                requests.start_soon(use_a_slot, name)
+                await anyio.wait_all_tasks_blocked()
+            done.set()
+            for name in ("newcomer 1", "newcomer 2"):
+                requests.start_soon(use_a_slot, name)
+
+    anyio.run(arrive)
+
+    assert served == ["first", "waiting 1", "waiting 2", "newcomer 1", "newcomer 2"]
 
 
 def test_a_request_that_cannot_get_a_connection_in_time_is_503(

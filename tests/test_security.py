@@ -27,6 +27,7 @@ from tests.factories import (
     create_user,
     create_user_and_login,
     free_slots_during,
+    log_out_directly,
     login,
     revoke_tokens,
     vote,
@@ -303,6 +304,20 @@ def test_logout_revokes_only_the_token_it_carries(client: TestClient) -> None:
     assert client.get(f"/posts/{post['id']}", headers=kept).json() == post
 
 
+def test_on_the_post_reads_a_revoked_token_is_found_after_the_parameters(
+    client: TestClient,
+) -> None:
+    """Documented: these two routes check revocation in the statement that reads the posts."""
+    _, headers = create_user_and_login(client)
+    assert client.post("/logout", headers=headers).status_code == 204
+
+    for path in ("/posts/", "/posts/1"):
+        assert_unauthorized(client.get(path, headers=headers))
+    assert client.get("/posts/?limit=1000", headers=headers).status_code == 422
+    assert client.get("/posts/0", headers=headers).status_code == 422
+    assert_unauthorized(client.get("/posts/0", headers=bearer("a.b.c")))
+
+
 def change_password(
     client: TestClient, headers: dict[str, str], current: str, new: str
 ) -> httpx.Response:
@@ -429,8 +444,9 @@ def test_account_changes_hold_no_database_slot_while_bcrypt_runs(
 
 
 @pytest.mark.parametrize("change", ["password", "deletion"])
+@pytest.mark.parametrize("revocation", ["logout", "password changed elsewhere"])
 def test_a_token_revoked_while_bcrypt_runs_changes_nothing(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch, change: str
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, change: str, revocation: str
 ) -> None:
     """The password is checked with no connection held; the write checks the token again."""
     user, headers = create_user_and_login(client)
@@ -438,7 +454,10 @@ def test_a_token_revoked_while_bcrypt_runs_changes_nothing(
     verify = account.verify_password
 
     def revoked_meanwhile(password: str, password_hash: str | None) -> bool:
-        revoke_tokens(user["id"])
+        if revocation == "logout":
+            log_out_directly(headers)
+        else:
+            revoke_tokens(user["id"])
         return verify(password, password_hash)
 
     monkeypatch.setattr(account, "verify_password", revoked_meanwhile)
