@@ -65,7 +65,8 @@ async def change_password(
         changed = await session.exec(
             update(User)
             .where(TOKEN_IS_CURRENT)
-            .values(password_hash=password_hash, token_version=User.token_version + 1),
+            .values(password_hash=password_hash, token_version=User.token_version + 1)
+            .execution_options(synchronize_session=False),
             params=token_params(claims),
         )
         if changed.rowcount == 0:
@@ -107,5 +108,9 @@ async def delete_account(
             .values(votes=col(Post.votes) - 1)
             .execution_options(synchronize_session=False)
         )
-        await session.exec(delete(User).where(col(User.id) == user_id))
+        await session.exec(
+            delete(User)
+            .where(col(User.id) == user_id)
+            .execution_options(synchronize_session=False)
+        )
         await session.commit()
