@@ -37,8 +37,10 @@ router = APIRouter(
 )
 
 
-async def _checked_user(request: Request, claims: AccessClaims, password: str) -> User:
-    """The token's user, once `password` is found to be theirs.
+async def _check_password(
+    request: Request, claims: AccessClaims, password: str
+) -> None:
+    """Refuse `password` unless it is the token's user's.
 
     bcrypt runs after the connection has gone back to the pool, so a burst of these
     requests does not keep others from the database. The write that follows checks the
@@ -48,7 +50,6 @@ async def _checked_user(request: Request, claims: AccessClaims, password: str) -
         user = await get_current_user(claims, session)
     if not await run_in_threadpool(verify_password, password, user.password_hash):
         raise wrong_login()
-    return user
 
 
 @router.put(
@@ -59,7 +60,7 @@ async def _checked_user(request: Request, claims: AccessClaims, password: str) -
 async def change_password(
     body: PasswordChange, claims: TokenClaims, request: Request
 ) -> None:
-    await _checked_user(request, claims, body.current_password)
+    await _check_password(request, claims, body.current_password)
     password_hash = await run_in_threadpool(hash_password, body.new_password)
     async with open_session(request, reads_only=False) as session:
         changed = await session.exec(
@@ -82,7 +83,8 @@ async def change_password(
 async def delete_account(
     body: AccountDeletion, claims: TokenClaims, request: Request
 ) -> None:
-    user_id = (await _checked_user(request, claims, body.password)).id
+    await _check_password(request, claims, body.password)
+    user_id = claims.user_id
     async with open_session(request, reads_only=False) as session:
         # Locking the user row first waits out this user's votes in flight, so the
         # counts taken back below are all the votes the cascade removes.

@@ -115,7 +115,7 @@ def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
 
 # The reads every request makes are built once, with their values bound at execution:
 # building a statement and its cache key costs more than running it.
-_VIEWER = bindparam("viewer_id", type_=Integer)
+_VIEWER = bindparam("user_id", type_=Integer)
 _VISIBLE_POST = select(Post).where(Post.id == bindparam("post_id"), visible_to(_VIEWER))
 _ENTRIES = (
     select(  # in the order _entry reads them
@@ -130,7 +130,7 @@ _ENTRIES = (
         _owners.c.created_at.label("owner_created_at"),
     )
     .join_from(_posts, _owners, _posts.c.owner_id == _owners.c.id)
-    .where(visible_to(bindparam("user_id", type_=Integer)))
+    .where(visible_to(_VIEWER))
 )
 _PAGE = (
     _ENTRIES.order_by(_posts.c.created_at.desc(), _posts.c.id.desc())
@@ -153,12 +153,12 @@ def _token_checked(entries: Select[Any]) -> Select[Any]:
     )
 
 
-LIKE_ESCAPE = "/"
+_LIKE_ESCAPE = "/"
 # The list's statements, a search's pattern bound like any value (bench/explain.py
 # shows their plans).
 LIST_PAGE = _token_checked(_PAGE)
 LIST_SEARCH = _token_checked(
-    _PAGE.where(_posts.c.title.ilike(bindparam("pattern"), escape=LIKE_ESCAPE))
+    _PAGE.where(_posts.c.title.ilike(bindparam("pattern"), escape=_LIKE_ESCAPE))
 )
 _ONE_POST = _token_checked(
     _ENTRIES.where(_posts.c.id == bindparam("post_id", type_=Integer))
@@ -167,8 +167,8 @@ _ONE_POST = _token_checked(
 
 def contains_pattern(text: str) -> str:
     """A LIKE pattern for titles containing `text`, its wildcards taken literally."""
-    for special in (LIKE_ESCAPE, "%", "_"):
-        text = text.replace(special, LIKE_ESCAPE + special)
+    for special in (_LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, _LIKE_ESCAPE + special)
     return f"%{text}%"
 
 
@@ -209,7 +209,9 @@ async def _read_entries(
         rows = (await connection.execute(statement, params)).all()
     if not rows:
         raise invalid_credentials()
-    return [_entry(row) for row in rows if row.id is not None]
+    if rows[0].id is None:  # the one row of nulls: no post matched
+        return []
+    return [_entry(row) for row in rows]
 
 
 PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -219,7 +221,7 @@ async def get_visible_post(
     post_id: PostId, session: SessionDep, user: CurrentUser
 ) -> Post:
     found = await session.exec(
-        _VISIBLE_POST, params={"post_id": post_id, "viewer_id": user.id}
+        _VISIBLE_POST, params={"post_id": post_id, "user_id": user.id}
     )
     post = found.first()
     if post is None:
