@@ -3,7 +3,17 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
+from pydantic_core import to_json
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -172,9 +182,10 @@ def contains_pattern(text: str) -> str:
     return f"%{text}%"
 
 
-def _entry(row: Row[Any]) -> PostPublic:
-    """A post from an entries row. The database's values need no validation, and
-    unpacking the row costs less than reading its columns by name."""
+def _entry(row: Row[Any]) -> dict[str, Any]:
+    """A post from an entries row, as PostPublic's JSON shape (its fields in its order).
+    The database's values need no validation, and unpacking the row costs less than
+    reading its columns by name."""
     (
         post_id,
         title,
@@ -187,23 +198,21 @@ def _entry(row: Row[Any]) -> PostPublic:
         owner_joined,
         _viewer_id,
     ) = row
-    return PostPublic.model_construct(
-        id=post_id,
-        title=title,
-        content=content,
-        published=published,
-        created_at=created_at,
-        votes=votes,
-        owner_id=owner_id,
-        owner=UserPublic.model_construct(
-            id=owner_id, email=owner_email, created_at=owner_joined
-        ),
-    )
+    return {
+        "title": title,
+        "content": content,
+        "published": published,
+        "id": post_id,
+        "created_at": created_at,
+        "owner_id": owner_id,
+        "owner": {"id": owner_id, "email": owner_email, "created_at": owner_joined},
+        "votes": votes,
+    }
 
 
 async def _read_entries(
     request: Request, statement: Select[Any], params: dict[str, Any]
-) -> list[PostPublic]:
+) -> list[dict[str, Any]]:
     """Run a token-checked read: its posts, or 401 for a token that is no longer good."""
     async with read_connection(request) as connection:
         rows = (await connection.execute(statement, params)).all()
@@ -212,6 +221,14 @@ async def _read_entries(
     if rows[0].id is None:  # the one row of nulls: no post matched
         return []
     return [_entry(row) for row in rows]
+
+
+def _entries_response(content: list[dict[str, Any]] | dict[str, Any]) -> Response:
+    """Entries written as JSON by pydantic's own serializer, the way FastAPI would write
+    PostPublic objects: building and re-checking those objects for rows the database
+    already checked was about a tenth of a list request.
+    """
+    return Response(to_json(content), media_type="application/json")
 
 
 PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -244,7 +261,7 @@ OwnedPost = Annotated[Post, Depends(get_owned_post)]
 router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(401))
 
 
-@router.get("", summary="List posts, newest first")
+@router.get("", response_model=list[PostPublic], summary="List posts, newest first")
 async def list_posts(
     request: Request,
     claims: TokenClaims,
@@ -258,11 +275,11 @@ async def list_posts(
             description="Only posts whose title contains this, ignoring case",
         ),
     ] = "",
-) -> list[PostPublic]:
+) -> Response:
     query, params = LIST_PAGE, {**token_params(claims), "limit": limit, "skip": skip}
     if search:
         query, params["pattern"] = LIST_SEARCH, contains_pattern(search)
-    return await _read_entries(request, query, params)
+    return _entries_response(await _read_entries(request, query, params))
 
 
 @router.post(
@@ -284,15 +301,18 @@ async def create_post(
     return PostPublic.model_validate(post)
 
 
-@router.get("/{post_id}", summary="One post", responses=error_responses(404))
-async def read_post(
-    post_id: PostId, claims: TokenClaims, request: Request
-) -> PostPublic:
+@router.get(
+    "/{post_id}",
+    response_model=PostPublic,
+    summary="One post",
+    responses=error_responses(404),
+)
+async def read_post(post_id: PostId, claims: TokenClaims, request: Request) -> Response:
     params = {**token_params(claims), "post_id": post_id}
     found = await _read_entries(request, _ONE_POST, params)
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"Post {post_id} not found")
-    return found[0]
+    return _entries_response(found[0])
 
 
 @router.put(

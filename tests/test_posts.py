@@ -86,6 +86,23 @@ def test_get_one_post(client: TestClient) -> None:
     assert response.json() == post
 
 
+def test_reads_write_the_json_fastapi_writes_for_a_post(client: TestClient) -> None:
+    """The two reads write their JSON from the rows themselves: byte for byte it is what
+    FastAPI writes from a PostPublic, as in the answer to the post's creation."""
+    _, headers = create_user_and_login(client)
+    body = {"title": 'Ünïcödé "quoted" ✓', "content": "a\nb\\c", "published": False}
+    created = client.post("/posts/", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+
+    one = client.get(f"/posts/{created.json()['id']}", headers=headers)
+    listed = client.get("/posts/", headers=headers)
+
+    assert one.headers["content-type"] == created.headers["content-type"]
+    assert one.content == created.content
+    assert listed.headers["content-type"] == created.headers["content-type"]
+    assert listed.content == b"[" + created.content + b"]"
+
+
 def test_get_a_missing_post_is_404(client: TestClient) -> None:
     _, headers = create_user_and_login(client)
 
