@@ -30,7 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import MAX_ID, SessionDep, UTCDateTime, read_connection, utc_now
+from blogapi.db import MAX_ID, SessionDep, UTCDateTime, read_rows, utc_now
 from blogapi.errors import error_responses
 from blogapi.users import (
     TOKEN_IS_CURRENT,
@@ -214,8 +214,7 @@ async def _read_entries(
     request: Request, statement: Select[Any], params: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Run a token-checked read: its posts, or 401 for a token that is no longer good."""
-    async with read_connection(request) as connection:
-        rows = (await connection.execute(statement, params)).all()
+    rows = await read_rows(request, statement, params)
     if not rows:
         raise invalid_credentials()
     if rows[0].id is None:  # the one row of nulls: no post matched

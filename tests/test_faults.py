@@ -321,31 +321,36 @@ def test_vote_counts_match_rows_under_concurrent_votes_and_deletions() -> None:
 @requires_postgres(
     "the statement timeout is asyncpg's; SQLite waits on its busy timeout"
 )
+@pytest.mark.parametrize("request_kind", ["an edit", "the list", "a read"])
 def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, request_kind: str
 ) -> None:
     monkeypatch.setattr(settings, "db_statement_timeout", 0.5)
     with TestClient(create_app()) as client:
         _, headers = create_user_and_login(client)
         post = create_post(client, headers)
-
         path = f"/posts/{post['id']}"
-
-        def edit(title: str) -> httpx.Response:
-            return client.patch(path, json={"title": title}, headers=headers)
+        sends: dict[str, Callable[[str], httpx.Response]] = {
+            "an edit": lambda title: client.patch(
+                path, json={"title": title}, headers=headers
+            ),
+            "the list": lambda _: client.get("/posts/", headers=headers),
+            "a read": lambda _: client.get(path, headers=headers),
+        }
+        send = sends[request_kind]
 
         with engine.connect() as holder:
-            locked = text("SELECT id FROM posts WHERE id = :id FOR UPDATE")
-            holder.execute(locked, {"id": post["id"]})
-            response, elapsed = timed(lambda: edit("behind the lock"))
+            holder.execute(text("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE"))
+            response, elapsed = timed(lambda: send("behind the lock"))
             holder.rollback()
 
-        assert_database_unavailable("an edit behind a lock", response, elapsed)
+        assert_database_unavailable(f"{request_kind} behind a lock", response, elapsed)
         assert elapsed < 2
         for attempt in range(settings.db_pool_size + 1):  # every pooled connection
-            assert edit(f"edit {attempt}").status_code == 200
-        edited = client.get(path, headers=headers).json()
-        assert edited["title"] == f"edit {settings.db_pool_size}"
+            assert send(f"edit {attempt}").status_code == 200
+        edited = request_kind == "an edit"
+        last_title = f"edit {settings.db_pool_size}" if edited else post["title"]
+        assert client.get(path, headers=headers).json()["title"] == last_title
 
 
 def test_requests_get_a_database_slot_in_arrival_order() -> None:
