@@ -185,7 +185,8 @@ def contains_pattern(text: str) -> str:
 def _entry(row: Row[Any]) -> dict[str, Any]:
     """A post from an entries row, as PostPublic's JSON shape (its fields in its order).
     The database's values need no validation, and unpacking the row costs less than
-    reading its columns by name."""
+    reading its columns by name. FastAPI does not see these dicts, so a change to
+    PostPublic or UserPublic must be made here too; a test compares the two."""
     (
         post_id,
         title,
