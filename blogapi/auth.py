@@ -18,6 +18,7 @@ from blogapi.users import (
     CurrentUser,
     TokenClaims,
     User,
+    normal_email,
     wrong_login,
 )
 
@@ -45,10 +46,10 @@ async def login(
     response: Response,
     throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
 ) -> Token:
-    email = form.username.lower()
-    address = request.client.host if request.client else "unknown"
-    if len(email) > EMAIL_MAX_CHARS or "\0" in email:
+    if len(form.username) > EMAIL_MAX_CHARS or "\0" in form.username:
         raise wrong_login()
+    email = normal_email(form.username)
+    address = request.client.host if request.client else "unknown"
     retry_after = await throttle.attempt(email, address)
     if retry_after is not None:
         raise HTTPException(

@@ -9,7 +9,8 @@ import jwt
 from passlib.context import CryptContext
 
 from blogapi.config import settings
-from blogapi.db import utc_now
+from blogapi.db import MAX_ID, utc_now
+from blogapi.tokens import TOKEN_ID_MAX_CHARS
 
 ALGORITHM = "HS256"
 BCRYPT_MAX_BYTES = 72
@@ -88,9 +89,18 @@ def _verified_claims(token: str) -> AccessClaims:
             "verify_iat": False,
         },
     )
-    return AccessClaims(
+    verified = AccessClaims(
         user_id=int(claims["sub"]),
         token_id=str(claims["jti"]),
         version=int(claims["ver"]),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )
+    # Values the database could not take would fail the query instead of the token.
+    if not (
+        0 < verified.user_id <= MAX_ID
+        and 0 <= verified.version <= MAX_ID
+        and 0 < len(verified.token_id) <= TOKEN_ID_MAX_CHARS
+        and "\0" not in verified.token_id
+    ):
+        raise ValueError("a claim is out of range")
+    return verified

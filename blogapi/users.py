@@ -7,6 +7,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, EmailStr, field_validator
+from pydantic.networks import validate_email
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Integer, and_, bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, exists, select
@@ -32,6 +34,17 @@ class UserBase(SQLModel):
     @classmethod
     def lower_case(cls, email: str) -> str:
         return email.lower()
+
+
+def normal_email(text: str) -> str:
+    """`text` as registration stores an email (surrounding spaces dropped, the domain
+    normalised, lower case), so a login finds the account however the email was typed.
+    Text that is no email is only lower-cased: it matches no account."""
+    try:
+        _, email = validate_email(text)
+    except PydanticCustomError:
+        return text.lower()
+    return email.lower()
 
 
 def _fits_bcrypt(password: str) -> str:
@@ -83,7 +96,7 @@ async def get_token_claims(
     token: Annotated[str, Depends(oauth2_scheme)],
 ) -> AccessClaims:
     claims = read_access_token(token)
-    if claims is None or not 0 < claims.user_id <= MAX_ID:
+    if claims is None:
         raise invalid_credentials()
     return claims
 

@@ -79,6 +79,19 @@ def test_login_email_is_case_insensitive(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
+    "typed", ["  ada@example.com ", "ADA@EXAMPLE.COM", "Ada Lovelace <ada@example.com>"]
+)
+def test_login_finds_the_email_however_registration_would_store_it(
+    client: TestClient, typed: str
+) -> None:
+    create_user(client, email=typed)
+
+    response = client.post("/login", data={"username": typed, "password": PASSWORD})
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
     ("username", "password"),
     [
         ("ada@example.com", "wrong password"),
@@ -303,6 +316,30 @@ def test_token_naming_no_possible_user_is_401(client: TestClient, sub: str) -> N
     response = client.get("/users/me", headers=bearer(make_token(sub)))
 
     assert_unauthorized(response)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"ver": -1},
+        {"ver": 2**31},
+        {"ver": 2**70},
+        {"jti": ""},
+        {"jti": "x" * 65},
+        {"jti": "nul\0inside"},
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/users/me"), ("POST", "/logout")]
+)
+def test_a_signed_token_with_a_claim_out_of_range_is_401(
+    client: TestClient, claims: dict[str, Any], method: str, path: str
+) -> None:
+    """Only the key's holder could sign one; it must still fail as a token, not as SQL."""
+    user = create_user(client)
+    token = make_token(str(user["id"]), **claims)
+
+    assert_unauthorized(client.request(method, path, headers=bearer(token)))
 
 
 @pytest.mark.parametrize("path", ["/users/me", "/posts/"])
