@@ -35,6 +35,26 @@ def test_wrong_method_is_a_json_405(client: TestClient) -> None:
 
     assert response.status_code == 405
     assert response.json() == {"detail": "Method Not Allowed"}
+    assert response.headers["allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/posts/4", "GET, PUT, PATCH, DELETE"),
+        ("/posts/4/", "GET, PUT, PATCH, DELETE"),
+        ("/posts/", "GET, POST"),
+        ("/users/me", "GET, DELETE"),
+        ("/vote/", "POST"),
+    ],
+)
+def test_a_405_names_every_method_of_the_path(
+    client: TestClient, path: str, allowed: str
+) -> None:
+    response = client.request("TRACE", path)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
 
 
 def test_unexpected_error_is_a_json_500_without_internals() -> None:
