@@ -40,7 +40,7 @@ async def _invalid_request(
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
-ROUTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_ROUTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -49,7 +49,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     if exc.status_code == 405:
         allowed = [
             method
-            for method in ROUTED_METHODS
+            for method in _ROUTED_METHODS
             if any(
                 route.matches({**request.scope, "method": method})[0] is Match.FULL
                 for route in request.app.routes

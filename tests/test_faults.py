@@ -390,8 +390,7 @@ def test_requests_get_a_database_slot_in_arrival_order() -> None:
 
 def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
     """A read cancelled at any point, by a task cancel or an anyio deadline, still
-    returns its connection to the pool, and never runs a statement on a connection that
-    another request was handed meanwhile."""
+    returns its connection to the pool and frees its database slot."""
     user, headers = create_user_and_login(client)
     for _ in range(3):
         create_post(client, headers)
