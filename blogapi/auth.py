@@ -5,10 +5,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, col, delete, select
 
-from blogapi.db import SessionDep, open_session, utc_now
+from blogapi.db import SessionDep, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import create_access_token, verify_password
 from blogapi.throttle import LoginThrottle
@@ -32,6 +33,10 @@ async def get_login_throttle(request: Request) -> LoginThrottle:
     return request.app.state.login_throttle
 
 
+_LOGIN = select(User.id, User.password_hash, User.token_version).where(
+    User.email == bindparam("email")
+)
+
 router = APIRouter(tags=["authentication"])
 
 
@@ -45,6 +50,7 @@ async def login(
     request: Request,
     response: Response,
     throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
+    session: SessionDep,
 ) -> Token:
     if len(form.username) > EMAIL_MAX_CHARS or "\0" in form.username:
         raise wrong_login()
@@ -57,15 +63,17 @@ async def login(
             "Too many failed logins; try again later",
             headers={"Retry-After": str(retry_after)},
         )
-    # The connection goes back to the pool before bcrypt runs.
-    async with open_session(request, reads_only=True) as session:
-        user = (await session.exec(select(User).where(User.email == email))).first()
-    password_hash = user.password_hash if user else None
-    if not await run_in_threadpool(verify_password, form.password, password_hash):
+    found = await session.exec(_LOGIN, params={"email": email})
+    account = found.first()
+    await session.close()  # the connection goes back to the pool before bcrypt runs
+    password_hash = account.password_hash if account else None
+    # An unknown email costs the same bcrypt time as a wrong password.
+    matches = await run_in_threadpool(verify_password, form.password, password_hash)
+    if account is None or not matches:
         raise wrong_login()
     await throttle.succeeded(email, address)
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: never cache a token
-    return Token(access_token=create_access_token(user.id, user.token_version))
+    return Token(access_token=create_access_token(account.id, account.token_version))
 
 
 @router.post(
@@ -74,7 +82,7 @@ async def login(
     summary="Revoke the access token this request carries",
     responses=error_responses(401),
 )
-async def logout(claims: TokenClaims, _: CurrentUser, session: SessionDep) -> None:
+async def logout(_: CurrentUser, claims: TokenClaims, session: SessionDep) -> None:
     await session.exec(
         delete(RevokedToken).where(col(RevokedToken.expires_at) < utc_now())
     )

@@ -23,10 +23,10 @@ class Settings(BaseSettings):
     access_token_expire_minutes: int = Field(default=60, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=0, ge=0)
+    db_max_connections: int = Field(default=16, ge=1)
     db_pool_timeout: float = Field(default=10, gt=0)
-    db_statement_timeout: float = Field(default=30, gt=0)
+    db_statement_timeout: float = Field(default=10, gt=0)
+    db_prepared_statements: bool = False
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     redis_url: str = ""
@@ -40,10 +40,11 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def normalise_postgres_url(cls, url: str) -> str:
-        """Accept `postgres://` as PaaS hosts give it, and use psycopg2 where no driver is named."""
+        """Accept `postgres://` as PaaS hosts give it, and use psycopg (3) where no driver
+        is named: the one libpq driver, for the app and the migrations alike."""
         for scheme in ("postgres://", "postgresql://"):
             if url.startswith(scheme):
-                return "postgresql+psycopg2://" + url.removeprefix(scheme)
+                return "postgresql+psycopg://" + url.removeprefix(scheme)
         return url
 
     @field_validator("cors_origins", mode="before")
@@ -68,6 +69,16 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def workers(self) -> int:
+        """Worker processes: WEB_CONCURRENCY, but never more than there are connections."""
+        return min(self.web_concurrency, self.db_max_connections)
+
+    @property
+    def pool_size(self) -> int:
+        """Each worker's share of DB_MAX_CONNECTIONS."""
+        return self.db_max_connections // self.workers
 
     @property
     def sqlite_path(self) -> Path | None:

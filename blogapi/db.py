@@ -1,22 +1,17 @@
-"""The database engine, the session dependency and the column types the models share."""
+"""The database: engines, the request's session, and the column types the models share."""
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import anyio
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, Engine, Executable, Row, create_engine, event, make_url
+from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util.concurrency import greenlet_spawn
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +27,12 @@ SQLModel.metadata.naming_convention = {
 
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns: anything above this cannot name a row."""
+
+CONNECT_TIMEOUT_SECONDS = 5
+"""libpq's connect_timeout when DATABASE_URL sets none."""
+
+IDLE_PING_SECONDS = 1.0
+"""A pooled connection idle for longer than this is checked before it is handed out."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -66,24 +67,47 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _libpq_options(url: URL) -> dict[str, Any]:
+    """psycopg's connection settings: every libpq option in the URL is used as it is
+    (sslmode, channel_binding, options, ...); these fill in what it leaves out.
+
+    No server-side prepared statements unless DB_PREPARED_STATEMENTS is set: behind a
+    pooler in transaction mode the next statement may reach another server connection.
+    TCP keepalives and tcp_user_timeout turn a network path that went silent into an
+    error (503) instead of a request that hangs.
+    """
+    defaults = {
+        "connect_timeout": str(CONNECT_TIMEOUT_SECONDS),
+        "keepalives": "1",
+        "keepalives_idle": "10",
+        "keepalives_interval": "5",
+        "keepalives_count": "3",
+        "tcp_user_timeout": str(int(settings.db_statement_timeout * 1000)),
+    }
+    options: dict[str, Any] = {k: v for k, v in defaults.items() if k not in url.query}
+    options["prepare_threshold"] = 5 if settings.db_prepared_statements else None
+    return options
+
+
 def build_sync_engine(url: str) -> Engine:
-    """An engine on the driver DATABASE_URL names (psycopg2 by default): for migrations."""
+    """A blocking engine on the same URL: for migrations, the CLI and scripts."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, hide_parameters=True)
         event.listen(engine, "connect", _enable_sqlite_pragmas)
         return engine
     return create_engine(
-        parsed, hide_parameters=True, connect_args={"connect_timeout": 5}
+        parsed, hide_parameters=True, connect_args=_libpq_options(parsed)
     )
 
 
 def build_engine(url: str) -> AsyncEngine:
-    """The application's engine: asyncpg for PostgreSQL, aiosqlite for SQLite."""
+    """The application's engine: psycopg (async) for PostgreSQL, aiosqlite for SQLite,
+    with this worker's share of DB_MAX_CONNECTIONS and no overflow."""
     parsed = make_url(url)
-    pool = {
-        "pool_size": settings.db_pool_size,
-        "max_overflow": settings.db_max_overflow,
+    pool: dict[str, Any] = {
+        "pool_size": settings.pool_size,
+        "max_overflow": 0,
         "pool_timeout": settings.db_pool_timeout,
         # Errors logged from the database must not carry bound values (password hashes).
         "hide_parameters": True,
@@ -94,29 +118,19 @@ def build_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), **pool)
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
         return engine
-    if "sslmode" in parsed.query:
-        # Hosts give libpq's sslmode; asyncpg takes the same values as `ssl`.
-        parsed = parsed.difference_update_query(["sslmode"]).update_query_dict(
-            {"ssl": parsed.query["sslmode"]}
-        )
     engine = create_async_engine(
-        parsed.set(drivername="postgresql+asyncpg"),
-        # A statement, or the check of an idle connection, that gets no answer in time
-        # fails (503) rather than hanging its request: a dropped network path never
-        # answers, and a lock held elsewhere may not be let go.
-        connect_args={"timeout": 5, "command_timeout": settings.db_statement_timeout},
+        parsed,
+        connect_args=_libpq_options(parsed),
         # The most recently used connection goes out first, so under light load the
         # same few stay busy and the rest can idle (and get checked when next used).
         pool_use_lifo=True,
         **pool,
     )
     event.listen(engine.sync_engine.pool, "checkin", _note_checkin)
-    event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
+    event.listen(
+        engine.sync_engine.pool, "checkout", _ping_if_idle(engine.sync_engine.dialect)
+    )
     return engine
-
-
-IDLE_PING_SECONDS = 1.0
-"""A pooled connection idle for longer than this is checked before it is handed out."""
 
 
 def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -124,117 +138,41 @@ def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
 
 
 def _ping_if_idle(
-    dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
-) -> None:
-    """Check a connection that sat idle before use, so one the server dropped (a restart,
-    an idle timeout) is replaced instead of failing a request.
+    dialect: Dialect,
+) -> Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None]:
+    """A checkout listener that checks a connection that sat idle before use, so one the
+    server dropped (a restart, an idle timeout) is replaced instead of failing a request.
 
     A connection handed back moments ago is used as it is: under load that saves a round
     trip per request, and a server that goes away mid-load fails requests either way.
     """
-    idle_since = record.info.get("idle_since")
-    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
-        return
-    try:
-        dbapi_connection.ping()
-    except Exception as error:
-        raise DisconnectionError("connection dropped while idle") from error
+
+    def check(dbapi_connection: Any, record: ConnectionPoolEntry, _: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError("connection dropped while idle") from error
+
+    return check
 
 
-_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
-
-
-@asynccontextmanager
-async def _database_slot(request: Request) -> AsyncIterator[AsyncEngine]:
-    """The app's engine (its connections belong to the app's event loop), once one of its
-    connections is this request's to use.
-
-    Requests queue for a connection in arrival order: the pool's own queue lets a newcomer
-    take a connection ahead of requests that have waited for seconds. A request that
-    waits longer than DB_POOL_TIMEOUT gets a 503.
-    """
-    slots: anyio.Semaphore = request.app.state.db_slots
-    try:
-        slots.acquire_nowait()  # succeeds only while no request is waiting
-    except anyio.WouldBlock:
-        with anyio.move_on_after(settings.db_pool_timeout) as waiting:
-            await slots.acquire()
-        if waiting.cancelled_caught:
-            raise PoolTimeoutError("no database connection came free in time") from None
-    try:
-        yield request.app.state.engine
-    finally:
-        slots.release()
-
-
-@asynccontextmanager
-async def open_session(
-    request: Request, *, reads_only: bool
-) -> AsyncIterator[AsyncSession]:
-    """A session for the request. One that only reads runs without a transaction: each
-    statement sees what is committed, and BEGIN and ROLLBACK would be two more round trips.
-    """
-    async with (
-        _database_slot(request) as engine,
-        AsyncSession(engine, expire_on_commit=False) as session,
-    ):
-        if reads_only:
-            await session.connection(execution_options=_AUTOCOMMIT)
-        yield session
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool, its connections in autocommit: a request that only
+    reads needs no transaction, and BEGIN and ROLLBACK would be two more round trips."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session; GET requests only read."""
-    async with open_session(request, reads_only=request.method == "GET") as session:
+    """The request's session. GET requests only read, and run without a transaction;
+    the others commit what they change. The session takes a connection from the pool
+    at its first statement and gives it back when its transaction ends."""
+    state = request.app.state
+    bind = state.read_engine if request.method == "GET" else state.engine
+    async with AsyncSession(bind, expire_on_commit=False) as session:
         yield session
-
-
-async def read_rows(
-    request: Request, statement: Executable, params: dict[str, Any]
-) -> Sequence[Row[Any]]:
-    """The rows of one statement that only reads, run without a transaction.
-
-    For a read made of Core statements alone, which needs no session. Taking a pooled
-    connection, running the statement and giving the connection back run in a single
-    greenlet, the primitive SQLModel's AsyncSession.exec is built on, in a task that
-    runs to the end: AsyncConnection starts a greenlet for each of those steps and a
-    task for its close, and on the list, the hottest route, that was about a tenth of
-    its time.
-    """
-    async with _database_slot(request) as engine:
-        work = greenlet_spawn(_all_rows, engine.sync_engine, statement, params)
-        return await _to_completion(work)
-
-
-def _all_rows(
-    engine: Engine, statement: Executable, params: dict[str, Any]
-) -> Sequence[Row[Any]]:
-    with engine.connect() as connection:
-        connection.execution_options(**_AUTOCOMMIT)
-        return connection.execute(statement, params).all()
-
-
-_T = TypeVar("_T")
-
-
-async def _to_completion(work: Coroutine[Any, Any, _T]) -> _T:
-    """The result of `work`, run in a task of its own that a cancelled caller waits for.
-
-    A cancellation that reached the connection's return to the pool (which awaits the
-    driver on SQLite) would leave the connection checked out for good; so the caller's
-    cancellation is raised only once the work is done, and the request's database slot
-    is free only once its connection is.
-    """
-    task = asyncio.ensure_future(work)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError as error:
-            cancelled = error
-    if cancelled is not None:
-        raise cancelled
-    return task.result()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

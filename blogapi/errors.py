@@ -59,27 +59,50 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     return await http_exception_handler(request, exc)
 
 
-TRANSIENT_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "40001", "40P01")
-"""Connection failures, out of resources, shutting down or starting up, a cancelled
-statement, and a serialization failure or deadlock: worth a retry shortly."""
+TRANSIENT_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03", "57014", "55P03")
+"""Connection failures (class 08, the pooler's own wait timeout among them), too many
+connections, the server shutting down or starting up, a statement or lock timeout."""
+CONFLICT_SQLSTATES = ("40001", "40P01")
+"""A serialization failure or a deadlock: the request is run once more (RetryConflicts)."""
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return getattr(exc.orig, "sqlstate", None) or ""
+
+
+def is_conflict(exc: DBAPIError) -> bool:
+    return _sqlstate(exc).startswith(CONFLICT_SQLSTATES)
 
 
 def is_transient(exc: DBAPIError) -> bool:
-    if exc.connection_invalidated or isinstance(exc, OperationalError):
+    """Whether the database is unreachable or busy for now, rather than the request or
+    the code being wrong (a missing table, a bug): only the former is worth a retry."""
+    if exc.connection_invalidated:
         return True
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return sqlite_code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+    sqlstate = _sqlstate(exc)
+    if not sqlstate:
+        # libpq gives no SQLSTATE when it cannot connect or the connection broke.
+        return isinstance(exc, OperationalError)
     return sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
-async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-    """503 when the database is unreachable or busy; anything else (a bug) goes on to
-    the request log's 500."""
+async def _database_error(request: Request, exc: DBAPIError) -> Response:
+    """503 when the database is unreachable or busy. A conflict goes on to be retried;
+    anything else (a bug) goes on to the request log's 500, with its traceback."""
     if is_transient(exc):
-        return await _database_unavailable(request, exc)
+        return database_unavailable(request, exc)
     raise exc
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+async def _pool_timeout(request: Request, exc: PoolTimeoutError) -> Response:
+    return database_unavailable(request, exc)
+
+
+def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
         "database unavailable on %s %s: %r", request.method, request.url.path, exc
     )
@@ -94,7 +117,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
-    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
-    # Connecting can fail before the driver wraps the error (refused, unreachable, timed
-    # out); no other OSError escapes a request: the throttle absorbs Redis's.
-    app.add_exception_handler(OSError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _pool_timeout)

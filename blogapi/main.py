@@ -3,18 +3,18 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from fastapi import FastAPI
 
 from blogapi import account, auth, health, posts, users, votes
 from blogapi.config import settings
-from blogapi.db import build_engine
+from blogapi.db import build_engine, read_only
 from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
 from blogapi.middleware import (
     AllowedOriginsOnly,
     BodySizeLimit,
     OptionalTrailingSlash,
+    RetryConflicts,
     SecurityHeaders,
 )
 from blogapi.request_log import RequestLog, configure_logging
@@ -24,9 +24,7 @@ from blogapi.throttle import build_login_throttle
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = build_engine(settings.database_url)
-    app.state.db_slots = anyio.Semaphore(
-        settings.db_pool_size + settings.db_max_overflow
-    )
+    app.state.read_engine = read_only(app.state.engine)
     app.state.login_throttle = build_login_throttle()
     try:
         yield
@@ -47,6 +45,7 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.add_middleware(RetryConflicts)
     app.add_middleware(
         AllowedOriginsOnly,
         allow_origins=settings.cors_origins,

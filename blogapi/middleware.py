@@ -1,10 +1,13 @@
 """The ASGI middleware every response passes through, apart from the request log."""
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Request, status
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from blogapi.errors import database_unavailable, is_conflict
 
 
 class HttpMiddleware:
@@ -109,3 +112,45 @@ class AllowedOriginsOnly(CORSMiddleware):
             await send(message)
 
         await super().__call__(scope, receive, send_without_cors)
+
+
+class RetryConflicts(HttpMiddleware):
+    """Run a request once more when the database aborted it as a deadlock or a
+    serialization failure (its transaction was rolled back, so nothing of it stays);
+    a second conflict answers 503 with Retry-After.
+
+    The body is replayed from what the first run read, which BodySizeLimit keeps small.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received: list[Message] = []
+        started = False
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            received.append(message)
+            return message
+
+        async def noting_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, recording_receive, noting_send)
+            return
+        except DBAPIError as error:
+            if started or not is_conflict(error):
+                raise
+        replay = iter(received)
+
+        async def replaying_receive() -> Message:
+            return next(replay, None) or await receive()
+
+        try:
+            await self.app(scope, replaying_receive, send)
+        except DBAPIError as error:
+            if not is_conflict(error):
+                raise
+            response = database_unavailable(Request(scope), error)
+            await response(scope, receive, send)

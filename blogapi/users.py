@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, EmailStr, field_validator
@@ -11,9 +11,10 @@ from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Integer, and_, bindparam
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel, col, exists, select
 
-from blogapi.db import MAX_ID, SessionDep, UTCDateTime, open_session, utc_now
+from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import (
     BCRYPT_MAX_BYTES,
@@ -121,8 +122,14 @@ def token_params(claims: AccessClaims) -> dict[str, Any]:
     }
 
 
-_TOKEN_USER = select(User).where(TOKEN_IS_CURRENT)
+_NO_HASH = defer(User.password_hash, raiseload=True)
+"""Reads never load a password hash: the routes that check one ask for it by name."""
+
+_TOKEN_USER = select(User).where(TOKEN_IS_CURRENT).options(_NO_HASH)
 """Built once: every authenticated request runs it."""
+_USER = (
+    select(User).where(User.id == bindparam("user_id", type_=Integer)).options(_NO_HASH)
+)
 
 
 async def get_current_user(claims: TokenClaims, session: SessionDep) -> User:
@@ -156,32 +163,42 @@ router = APIRouter(prefix="/users", tags=["users"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
     summary="Register a user",
     responses=error_responses(400, 409),
 )
-async def create_user(body: UserCreate, request: Request) -> UserPublic:
-    # Hashed before taking a connection: sign-ups must not hold the database for bcrypt.
+async def create_user(body: UserCreate, session: SessionDep) -> User:
+    # Hashed before the session's first statement, so no connection is held for bcrypt.
     password_hash = await run_in_threadpool(hash_password, body.password)
     user = User.model_validate(body, update={"password_hash": password_hash})
-    async with open_session(request, reads_only=False) as session:
-        session.add(user)
-        try:
-            await session.commit()
-        except IntegrityError:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, "Email already registered"
-            ) from None
-    return UserPublic.model_validate(user)
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "Email already registered"
+        ) from None
+    return user
 
 
-@router.get("/me", summary="The signed-in user", responses=error_responses(401))
-async def read_me(user: CurrentUser) -> UserPublic:
-    return UserPublic.model_validate(user)
+@router.get(
+    "/me",
+    response_model=UserPublic,
+    summary="The signed-in user",
+    responses=error_responses(401),
+)
+async def read_me(user: CurrentUser) -> User:
+    return user
 
 
-@router.get("/{user_id}", summary="One user", responses=error_responses(401, 404))
-async def read_user(user_id: UserId, session: SessionDep, _: CurrentUser) -> UserPublic:
-    user = await session.get(User, user_id)
+@router.get(
+    "/{user_id}",
+    response_model=UserPublic,
+    summary="One user",
+    responses=error_responses(401, 404),
+)
+async def read_user(_: CurrentUser, user_id: UserId, session: SessionDep) -> User:
+    user = (await session.exec(_USER, params={"user_id": user_id})).first()
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
-    return UserPublic.model_validate(user)
+    return user

@@ -149,18 +149,23 @@ def revoke_tokens(user_id: int) -> None:
         session.commit()
 
 
-def free_slots_during(
+def connections_held_during(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, module: Any, name: str
 ) -> list[int]:
-    """Wrap module.name so each call notes how many database slots are free meanwhile."""
-    slots, real, free = client.app.state.db_slots, getattr(module, name), []
+    """Wrap module.name so each call notes how many of the app's pooled connections are
+    checked out meanwhile."""
+    pool, real, held = (
+        client.app.state.engine.sync_engine.pool,
+        getattr(module, name),
+        [],
+    )
 
     def noting(*args: Any) -> Any:
-        free.append(slots.value)
+        held.append(pool.checkedout())
         return real(*args)
 
     monkeypatch.setattr(module, name, noting)
-    return free
+    return held
 
 
 def set_created_at(post_ids: list[int], when: datetime) -> None:

@@ -201,7 +201,7 @@ def migrate(database_url: str) -> None:
     """Bring a scratch database to the latest schema, as `python -m blogapi` would."""
     config = Config(ROOT / "alembic.ini")
     config.attributes["configure_logging"] = False
-    url = _psycopg2_url(database_url).render_as_string(hide_password=False)
+    url = _driver_url(database_url).render_as_string(hide_password=False)
     config.attributes["database_url"] = url
     command.upgrade(config, "head")
 
@@ -224,7 +224,7 @@ def scratch_database(label: str) -> Iterator[str]:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return
-    base = _psycopg2_url(server_url)
+    base = _driver_url(server_url)
     name = f"{base.database}_{label}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(
         base.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
@@ -347,16 +347,16 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         cluster.destroy()
 
 
-def _psycopg2_url(database_url: str) -> URL:
-    """The URL with the driver the app uses (SQLAlchemy's own default is psycopg 3)."""
+def _driver_url(database_url: str) -> URL:
+    """The URL with the driver the app uses, as its settings would normalise it."""
     url = make_url(database_url.replace("postgres://", "postgresql://", 1))
     if url.drivername == "postgresql":
-        return url.set(drivername="postgresql+psycopg2")
+        return url.set(drivername="postgresql+psycopg")
     return url
 
 
 def _inspection_engine(database_url: str) -> Engine:
-    return create_engine(_psycopg2_url(database_url), poolclass=NullPool)
+    return create_engine(_driver_url(database_url), poolclass=NullPool)
 
 
 def vote_count_mismatches(database_url: str) -> dict[int, tuple[int, int]]:

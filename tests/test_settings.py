@@ -37,13 +37,9 @@ def load(**values: object) -> Settings:
     [
         (
             "postgres://u:p@db.example:5432/app",
-            "postgresql+psycopg2://u:p@db.example:5432/app",
+            "postgresql+psycopg://u:p@db.example:5432/app",
         ),
-        ("postgresql://u@db.example/app", "postgresql+psycopg2://u@db.example/app"),
-        (
-            "postgresql+psycopg2://u@db.example/app",
-            "postgresql+psycopg2://u@db.example/app",
-        ),
+        ("postgresql://u@db.example/app", "postgresql+psycopg://u@db.example/app"),
         (
             "postgresql+psycopg://u@db.example/app",
             "postgresql+psycopg://u@db.example/app",
@@ -79,7 +75,7 @@ def test_default_database_is_a_sqlite_file_in_the_working_directory(
 
 @pytest.mark.parametrize("key", [None, "", "k" * (MIN_SECRET_KEY_LENGTH - 1)])
 @pytest.mark.parametrize(
-    "url", ["postgres://u@db.example/app", "postgresql+psycopg2://u@db.example/app"]
+    "url", ["postgres://u@db.example/app", "postgresql+psycopg://u@db.example/app"]
 )
 def test_postgresql_needs_a_long_secret_key(
     monkeypatch: pytest.MonkeyPatch, url: str, key: str | None
@@ -178,7 +174,7 @@ def test_values_come_from_a_dotenv_file(tmp_path: Path) -> None:
 
     settings = Settings(_env_file=dotenv)
 
-    assert settings.database_url == "postgresql+psycopg2://u@db.example/app"
+    assert settings.database_url == "postgresql+psycopg://u@db.example/app"
     assert settings.secret_key == GOOD_KEY
     assert settings.access_token_expire_minutes == 5
     assert settings.cors_origins == ["https://a.example", "https://b.example"]

@@ -111,19 +111,27 @@ def test_removing_another_users_vote_is_404(client: TestClient) -> None:
     assert votes_shown(client, author, post["id"]) == 1
 
 
-@pytest.mark.parametrize("direction", [0, 1])
-def test_voting_on_a_missing_post_is_404(client: TestClient, direction: int) -> None:
+@pytest.mark.parametrize(
+    ("direction", "detail"),
+    [(0, "Vote does not exist"), (1, "Post 4242 not found")],
+)
+def test_voting_on_a_missing_post_is_404(
+    client: TestClient, direction: int, detail: str
+) -> None:
     _, voter = create_user_and_login(client)
 
     response = vote(client, voter, 4242, direction)
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Post 4242 not found"}
+    assert response.json() == {"detail": detail}
 
 
-@pytest.mark.parametrize("direction", [0, 1])
+@pytest.mark.parametrize(
+    ("direction", "detail"),
+    [(0, "Vote does not exist"), (1, "Post {} not found")],
+)
 def test_voting_on_someone_elses_draft_is_404(
-    client: TestClient, direction: int
+    client: TestClient, direction: int, detail: str
 ) -> None:
     _, author = create_user_and_login(client)
     draft = create_post(client, author, published=False)
@@ -132,9 +140,29 @@ def test_voting_on_someone_elses_draft_is_404(
     response = vote(client, voter, draft["id"], direction)
 
     assert response.status_code == 404
-    assert response.json() == {"detail": f"Post {draft['id']} not found"}
+    assert response.json() == {"detail": detail.format(draft["id"])}
     assert count_vote_rows(draft["id"]) == 0
     assert client.get(f"/posts/{draft['id']}", headers=author).json() == draft
+
+
+def test_a_vote_can_be_taken_back_after_the_post_became_a_draft(
+    client: TestClient,
+) -> None:
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    _, voter = create_user_and_login(client)
+    assert vote(client, voter, post["id"]).status_code == 201
+    unpublished = client.patch(
+        f"/posts/{post['id']}", json={"published": False}, headers=author
+    )
+    assert unpublished.status_code == 200
+
+    response = vote(client, voter, post["id"], 0)
+
+    assert response.status_code == 201, response.text
+    assert response.json() == {"message": "successfully deleted vote"}
+    assert count_vote_rows(post["id"]) == 0
+    assert votes_shown(client, author, post["id"]) == 0
 
 
 def test_voting_on_your_own_draft_counts(client: TestClient) -> None:
