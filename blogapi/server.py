@@ -6,6 +6,7 @@ on 127.0.0.1 unless HOST is set, restarting on code changes.
 """
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,9 +18,13 @@ from alembic.config import Config
 from uvicorn_worker import UvicornWorker
 
 from blogapi.config import settings
+from blogapi.request_log import configure_logging
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
-GRACEFUL_SHUTDOWN_SECONDS = 30
+GRACEFUL_SHUTDOWN_SECONDS = 25
+"""Under the 30 s a PaaS leaves between SIGTERM and SIGKILL."""
+
+log = logging.getLogger("blogapi")
 
 
 class Worker(UvicornWorker):
@@ -49,7 +54,7 @@ def parse_args() -> argparse.Namespace:
         "--workers",
         type=int,
         default=settings.web_concurrency,
-        help="WEB_CONCURRENCY (the CPU count)",
+        help="WEB_CONCURRENCY (the CPU count), at most DB_MAX_CONNECTIONS",
     )
     parser.add_argument(
         "--reload", action="store_true", help="development server, reload on change"
@@ -57,9 +62,33 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def share_connections(requested_workers: int) -> int:
+    """How many workers to start so that all of them together hold at most
+    DB_MAX_CONNECTIONS; the workers read their share from the environment."""
+    workers = min(requested_workers, settings.db_max_connections)
+    if workers < requested_workers:
+        log.warning(
+            "starting %d workers, not %d: DB_MAX_CONNECTIONS=%d allows one connection "
+            "each at most",
+            workers,
+            requested_workers,
+            settings.db_max_connections,
+        )
+    os.environ["WEB_CONCURRENCY"] = str(workers)
+    log.info(
+        "database connections: %d workers x %d each (DB_MAX_CONNECTIONS=%d)",
+        workers,
+        settings.db_max_connections // workers,
+        settings.db_max_connections,
+    )
+    return workers
+
+
 def main() -> None:
     args = parse_args()
+    configure_logging(settings.log_format)
     migrate()
+    workers = share_connections(1 if args.reload else args.workers)
     if args.reload:
         uvicorn.run(
             "blogapi.main:app",
@@ -77,7 +106,7 @@ def main() -> None:
         [
             *gunicorn,
             "--worker-class=blogapi.server.Worker",
-            f"--workers={args.workers}",
+            f"--workers={workers}",
             f"--bind={args.host or '0.0.0.0'}:{args.port}",
             f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
             "--no-control-socket",

@@ -1,11 +1,13 @@
 """Alembic's entry point: the URL comes from blogapi's settings, the schema from its models."""
 
+import logging
 from collections.abc import Callable
 from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
 import blogapi.votes  # noqa: F401  (imports every table model)
@@ -13,6 +15,8 @@ from blogapi.config import settings
 from blogapi.db import build_sync_engine
 
 MIGRATION_LOCK = 0x626C6F67617069  # "blogapi"
+
+log = logging.getLogger("blogapi")
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get(
@@ -58,8 +62,40 @@ def run_migrations() -> None:
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                 )
+                # A long index build must not hit the timeout set below.
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
             context.run_migrations()
+            if connection.dialect.name == "postgresql":
+                set_statement_timeout(connection)
     engine.dispose()
+
+
+def set_statement_timeout(connection: Connection) -> None:
+    """Make DB_STATEMENT_TIMEOUT the database's default for new sessions.
+
+    Set on the server, it holds for every connection, behind a transaction-mode pooler
+    too, where libpq's `options` is refused or ignored; it costs requests nothing. A
+    role that does not own the database may not set it: then say what to run instead.
+    """
+    name = connection.execute(text("SELECT current_database()")).scalar_one()
+    milliseconds = int(settings.db_statement_timeout * 1000)
+    database = connection.dialect.identifier_preparer.quote(name)
+    try:
+        with connection.begin_nested():
+            connection.execute(
+                text(
+                    f"ALTER DATABASE {database} SET statement_timeout = {milliseconds}"
+                )
+            )
+    except DBAPIError as error:
+        log.warning(
+            "could not set statement_timeout on database %s (%s); have its owner run: "
+            "ALTER DATABASE %s SET statement_timeout = %d",
+            name,
+            error.orig,
+            database,
+            milliseconds,
+        )
 
 
 run_migrations()
