@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from tests.servers import free_port, postgres_test_url
 
 POOL_SIZE = 5
-"""Server connections per database: fewer than one app worker's pool (DB_POOL_SIZE)."""
+"""Server connections per database: fewer than one app worker's pool."""
 START_SECONDS = 10
 STOP_SECONDS = 5
 

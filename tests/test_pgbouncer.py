@@ -31,8 +31,9 @@ from tests.servers import (
 
 pytestmark = requires_postgres("puts PgBouncer in front of PostgreSQL")
 
-APP_POOL_SIZE = 2 * POOL_SIZE
-"""Connections per worker: more than PgBouncer keeps for both workers together."""
+APP_CONNECTIONS = 4 * POOL_SIZE
+"""The server's DB_MAX_CONNECTIONS (half per worker): more than PgBouncer keeps for both
+workers together, so server connections are shared between client connections."""
 CLIENTS = 32
 SHARED_POSTS = 5
 ROUNDS = 3
@@ -140,7 +141,7 @@ def test_concurrent_load_through_pgbouncer_in_transaction_mode_never_fails(
     database_url, bouncer = bounced_database
     with (
         running_server(
-            bouncer.url, workers=2, DB_POOL_SIZE=str(APP_POOL_SIZE)
+            bouncer.url, workers=2, DB_MAX_CONNECTIONS=str(APP_CONNECTIONS)
         ) as server,
         server.client() as client,
     ):
