@@ -1,61 +1,86 @@
 """Print the plans PostgreSQL runs for the list statements, as the app sends them.
 
-    python bench/explain.py large
+    python bench/explain.py large              # as the app sends them by default
+    python bench/explain.py large --prepared   # as with DB_PREPARED_STATEMENTS=1
 
-The statements are compiled from blogapi.posts for asyncpg, so the SQL is the app's own,
-with its $n parameters. asyncpg sends them as prepared statements, and PostgreSQL may
-switch a prepared statement to a generic plan after its fifth run; so each one is
-prepared here, run six times, then explained with EXPLAIN (ANALYZE, BUFFERS), reading
-as the seeded user 1 with a token nobody revoked.
+The statements are blogapi.posts' LIST_PAGE and LIST_SEARCH (a page of posts joined to
+their owners), compiled for SQLAlchemy's psycopg dialect, so the SQL is the app's own,
+with its parameter casts. By default the app lets psycopg bind the values on the server
+without a named prepared statement, so PostgreSQL plans each run for its values: here
+EXPLAIN (ANALYZE, BUFFERS) runs the statement through psycopg with the same values.
+With `--prepared` each statement is prepared, run six times (PostgreSQL may switch a
+prepared statement to a generic plan after its fifth run) and then explained. Both read
+as the seeded user 1.
 """
 
 import argparse
 import os
 import sys
 
-import psycopg2
+import psycopg
+from psycopg import sql
 from seed import ROOT, SEARCH_WORD, SIZES, database_url, dsn
-from sqlalchemy.dialects.postgresql.asyncpg import dialect
+from sqlalchemy import Select
+from sqlalchemy.dialects.postgresql.psycopg import dialect
 
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SECRET_KEY", "bench-secret-key-" + "x" * 32)
 
 from blogapi.posts import LIST_PAGE, LIST_SEARCH, contains_pattern
 
-TOKEN = {"user_id": 1, "version": 0, "token_id": "not-revoked", "limit": 10, "skip": 0}
+PAGE = {"viewer_id": 1, "limit": 10, "skip": 0}
 STATEMENTS = {
-    "list: GET /posts/?limit=10": (LIST_PAGE, TOKEN),
+    "list: GET /posts/?limit=10": (LIST_PAGE, PAGE),
     f"list_search: GET /posts/?limit=10&search={SEARCH_WORD}": (
         LIST_SEARCH,
-        {**TOKEN, "pattern": contains_pattern(SEARCH_WORD)},
+        {**PAGE, "pattern": contains_pattern(SEARCH_WORD)},
     ),
 }
+EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
 RUNS_BEFORE = 6
+
+
+def explain_bound(cursor: psycopg.Cursor, statement: Select, params: dict) -> None:
+    """As the app runs it: the values bound on the server, planned for those values."""
+    cursor.execute(EXPLAIN + str(statement.compile(dialect=dialect())), params)
+
+
+def explain_prepared(cursor: psycopg.Cursor, statement: Select, params: dict) -> None:
+    """As with DB_PREPARED_STATEMENTS=1: a prepared statement, explained once warm."""
+    compiled = statement.compile(dialect=dialect(paramstyle="numeric_dollar"))
+    values = sql.SQL(", ").join(
+        sql.Literal(params[name]) for name in compiled.positiontup
+    )
+    execute = sql.SQL("EXECUTE page ({})").format(values)
+    cursor.execute(f"PREPARE page AS {compiled}")
+    for _ in range(RUNS_BEFORE):
+        cursor.execute(execute)
+    cursor.execute(sql.SQL(EXPLAIN) + execute)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("size", choices=SIZES)
-    size = parser.parse_args().size
-    connection = psycopg2.connect(dsn(database_url(size)))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
+    parser.add_argument(
+        "--prepared",
+        action="store_true",
+        help="explain prepared statements after six runs (DB_PREPARED_STATEMENTS=1)",
+    )
+    args = parser.parse_args()
+    explain = explain_prepared if args.prepared else explain_bound
+    with (
+        psycopg.connect(
+            dsn(database_url(args.size)), autocommit=True, prepare_threshold=None
+        ) as connection,
+        connection.cursor() as cursor,
+    ):
         for title, (statement, params) in STATEMENTS.items():
-            compiled = statement.compile(dialect=dialect())
-            values = [params[name] for name in compiled.positiontup]
-            placeholders = ", ".join(["%s"] * len(values))
-            cursor.execute(f"PREPARE page AS {compiled}")
-            for _ in range(RUNS_BEFORE):
-                cursor.execute(f"EXECUTE page ({placeholders})", values)
-            cursor.execute(
-                f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE page ({placeholders})",
-                values,
-            )
-            print(f"--- {title}, user 1, at {size}")
+            explain(cursor, statement, params)
+            print(f"--- {title}, user 1, at {args.size}")
             print("\n".join(row[0] for row in cursor.fetchall()))
             print()
-            cursor.execute("DEALLOCATE page")
-    connection.close()
+            if args.prepared:
+                cursor.execute("DEALLOCATE page")
 
 
 if __name__ == "__main__":

@@ -2,19 +2,29 @@
 
     python bench/load.py small large        # both sizes, then the ratios between them
     python bench/load.py small --duration 5  # one size, shorter scenarios
+    python bench/load.py small large --baseline 0d5659f  # and that commit, side by side
 
 For each size: migrate bench_<size> to head (seed it first with bench/seed.py), start
 `uvicorn blogapi.main:app` with one worker on a loopback port against it, log in as a
 seeded user and register the load's own writers, and warm up. Then every scenario runs
-for a fixed time with a fixed number of connections, one size after the other, so both
-sizes see the same machine. Between runs the script waits until the server has drained
-the last run's queue. At the end it reads each worker's resident memory, stops the
-servers and deletes what the load wrote.
+for a fixed time with a fixed number of connections, on one server after the other, so
+every server sees the same machine. Between runs the script waits until the server has
+drained the last run's queue. At the end it reads each worker's resident memory, stops
+the servers and deletes what the load wrote.
+
+With `--baseline REV`, the commit REV is checked out into a temporary git worktree and
+each size gets a second server, run from that worktree against a copy of bench_<size>
+(bench_<size>_baseline) migrated to REV's own head; every scenario then runs on the two
+servers in turn, and the report puts them side by side. The worktree and the copies are
+removed at the end.
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +35,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg2
+import psycopg
+from psycopg import errors, sql
 from seed import (
     PASSWORD,
     SEARCH_WORD,
@@ -35,6 +46,7 @@ from seed import (
     migrate,
     server_env,
 )
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk.lua"
@@ -83,9 +95,15 @@ class Target:
     url: str
     base: str
     server: subprocess.Popen
+    label: str = "new"
+    """`new` (this working tree) or `baseline` (the --baseline revision)."""
     reader: str = ""
     writers: list[str] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.size if self.label == "new" else f"{self.size}-{self.label}"
 
 
 def free_port() -> int:
@@ -112,44 +130,164 @@ def register_and_login(base: str, email: str, password: str) -> str:
 
 
 def remove_load_writes(url: str, vacuum: bool) -> None:
-    """Delete the load's users, posts and votes, and take their votes off the counts."""
-    connection = psycopg2.connect(dsn(url))
-    with connection, connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE posts SET votes = posts.votes - gone.n
-            FROM (SELECT post_id, count(*) AS n FROM votes JOIN users ON users.id = user_id
-                  WHERE users.email LIKE %(emails)s GROUP BY post_id) AS gone
-            WHERE posts.id = gone.post_id
-            """,
-            {"emails": LOAD_EMAILS},
+    """Delete the load's users with their posts and votes; the vote-count triggers
+    (migration 0004) take the deleted votes off the posts' counts."""
+    with psycopg.connect(dsn(url), autocommit=True) as connection:
+        connection.execute("SET statement_timeout = 0")
+        connection.execute("DELETE FROM users WHERE email LIKE %s", (LOAD_EMAILS,))
+        if vacuum:
+            connection.execute("VACUUM ANALYZE users, posts, votes")
+
+
+@dataclass
+class Baseline:
+    """A git revision of this repository, checked out into a temporary worktree."""
+
+    revision: str
+    path: Path
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return done.stdout.rstrip()
+
+
+def check_out(revision: str) -> Baseline:
+    path = Path(tempfile.mkdtemp(prefix="blogapi-baseline-")) / "blogapi"
+    git("worktree", "add", "--quiet", "--detach", str(path), revision)
+    return Baseline(revision, path)
+
+
+def remove(baseline: Baseline) -> None:
+    git("worktree", "remove", "--force", str(baseline.path))
+    shutil.rmtree(baseline.path.parent, ignore_errors=True)
+
+
+def install_missing(baseline: Baseline) -> None:
+    """Install into this venv what the baseline requires and the venv lacks (an older
+    revision's drivers: asyncpg, aiosqlite, psycopg2), without their dependencies and
+    without touching what is installed. For the benchmark only: not in requirements."""
+    missing = []
+    lines = (baseline.path / "requirements.txt").read_text().splitlines()
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        name = re.match(r"[A-Za-z0-9._-]+", line)
+        if not name or line.startswith("-"):
+            continue
+        try:
+            importlib.metadata.version(name.group())
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(line)
+    if missing:
+        print(
+            f"note: installing for the baseline ({baseline.revision}) only, not added "
+            f"to requirements: {' '.join(missing)}",
+            flush=True,
         )
-        cursor.execute("DELETE FROM users WHERE email LIKE %s", (LOAD_EMAILS,))
-    if vacuum:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE users, posts, votes")
-    connection.close()
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *missing],
+            check=True,
+        )
 
 
-def start(size: str) -> Target:
-    url = database_url(size)
-    migrate(url)
-    remove_load_writes(url, vacuum=True)
+def alembic(url: str, cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=cwd,
+        env=server_env(url),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def admin() -> psycopg.Connection:
+    return psycopg.connect(
+        dsn(str(make_url(database_url("small")).set(database="postgres"))),
+        autocommit=True,
+    )
+
+
+def copy_database(url: str, copy_url: str) -> None:
+    """Make copy_url's database a copy of url's. CREATE DATABASE ... TEMPLATE needs the
+    source to have no other sessions; if others keep it busy, copy it with pg_dump."""
+    source, copy = make_url(url).database, make_url(copy_url).database
+    drop_database(copy_url)
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(copy), sql.Identifier(source)
+    )
+    with admin() as connection:
+        for _ in range(10):
+            try:
+                connection.execute(create)
+                return
+            except errors.ObjectInUse:
+                time.sleep(1)
+        print(f"note: {source} is in use by other sessions: copying it with pg_dump")
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(copy)))
+    dump = subprocess.Popen(
+        ["pg_dump", "--format=custom", "--dbname", dsn(url)], stdout=subprocess.PIPE
+    )
+    subprocess.run(
+        ["pg_restore", "--no-owner", "--dbname", dsn(copy_url)],
+        stdin=dump.stdout,
+        check=True,
+    )
+    if dump.wait() != 0:
+        sys.exit(f"pg_dump of {source} failed")
+
+
+def drop_database(url: str) -> None:
+    name = sql.Identifier(make_url(url).database)
+    with admin() as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name)
+        )
+
+
+def baseline_database(url: str, baseline: Baseline) -> str:
+    """A copy of url's database at the baseline's own migration head, as that revision
+    had it: the later migrations undone by this tree's alembic (the baseline's does not
+    know them), then checked by the baseline's, and the database-level settings they
+    add (statement_timeout) left out."""
+    parsed = make_url(url)
+    copy_url = parsed.set(database=f"{parsed.database}_baseline").render_as_string(
+        hide_password=False
+    )
+    copy_database(url, copy_url)
+    head = alembic(copy_url, baseline.path, "heads").split()[0]
+    alembic(copy_url, ROOT, "downgrade", head)
+    alembic(copy_url, baseline.path, "upgrade", "head")
+    with admin() as connection:
+        connection.execute(
+            sql.SQL("ALTER DATABASE {} RESET ALL").format(
+                sql.Identifier(make_url(copy_url).database)
+            )
+        )
+    return copy_url
+
+
+def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
     port = free_port()
     env = server_env(url)
     env.setdefault("BCRYPT_ROUNDS", "12")
-    log = Path(tempfile.gettempdir()) / f"blogapi-bench-{size}.log"
+    # One worker: its pool gets the whole connection budget (DB_MAX_CONNECTIONS).
+    env["WEB_CONCURRENCY"] = "1"
+    suffix = "" if label == "new" else f"-{label}"
+    log = Path(tempfile.gettempdir()) / f"blogapi-bench-{size}{suffix}.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "blogapi.main:app", "--host", "127.0.0.1"]
         + ["--port", str(port), "--workers", "1", "--no-access-log"]
         + ["--log-level", "warning"],
-        cwd=ROOT,
+        cwd=tree,
         env=env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
-    target = Target(size, url, f"http://127.0.0.1:{port}", server)
+    target = Target(size, url, f"http://127.0.0.1:{port}", server, label)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -162,7 +300,7 @@ def start(size: str) -> Target:
     else:
         server.kill()
     if server.poll() is not None:
-        sys.exit(f"the {size} server did not start; see {log}")
+        sys.exit(f"the {target.name} server did not start; see {log}")
     target.reader = login(target.base, READER, PASSWORD)
     target.writers = [
         register_and_login(target.base, f"load-{i}@load.example.com", PASSWORD)
@@ -174,7 +312,8 @@ def start(size: str) -> Target:
 def stop(target: Target) -> None:
     target.server.terminate()
     target.server.wait(timeout=30)
-    remove_load_writes(target.url, vacuum=True)
+    if target.label == "new":
+        remove_load_writes(target.url, vacuum=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -252,6 +391,7 @@ def report(target: Target, args: argparse.Namespace) -> dict:
     rss, peak = rss_mb(target.server.pid)
     return {
         "size": target.size,
+        "server": target.label,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "duration_s": args.duration,
         "connections": args.connections,
@@ -264,7 +404,8 @@ def report(target: Target, args: argparse.Namespace) -> dict:
 
 def print_report(result: dict) -> None:
     print(
-        f"\n{result['size']} ({result['when']}, {result['duration_s']} s per scenario, "
+        f"\n{result['size']}, {result['server']} at {result['commit']} "
+        f"({result['when']}, {result['duration_s']} s per scenario, "
         f"BCRYPT_ROUNDS={result['bcrypt_rounds']})"
     )
     print(
@@ -273,7 +414,7 @@ def print_report(result: dict) -> None:
     )
     for name, r in result["scenarios"].items():
         print(
-            f"{name:<12} {r['connections']:>5} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} "
+            f"{name:<12} {r['connections']:>5} {rate(r['rps']):>8} {r['p50_ms']:>8.1f} "
             f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['errors']:>6} "
             f"{r['cpu_ms_per_request']:>10.2f}"
         )
@@ -286,7 +427,7 @@ def print_report(result: dict) -> None:
 
 
 def print_ratios(small: dict, large: dict) -> None:
-    print("\nlarge / small")
+    print(f"\nlarge / small ({small['server']})")
     for name in ("list", "list_search", "one"):
         if name in small["scenarios"] and name in large["scenarios"]:
             a, b = small["scenarios"][name], large["scenarios"][name]
@@ -296,6 +437,43 @@ def print_ratios(small: dict, large: dict) -> None:
             )
 
 
+SHARED = ("list", "list_search", "one", "create_post", "vote")
+"""The scenarios whose throughput the side-by-side report also shows as a share of root's."""
+
+
+def rate(rps: float) -> str:
+    return f"{rps:.0f}" if rps >= 100 else f"{rps:.1f}"
+
+
+def print_side_by_side(new: dict, baseline: dict) -> None:
+    """Each scenario on both servers, its throughput as a share of the same server's
+    `GET /`, and its CPU per request: measured seconds apart on one machine, these are
+    steadier than req/s on a noisy VM."""
+    a, b = new["scenarios"], baseline["scenarios"]
+    print(f"\n{new['size']}: new ({new['commit']}) vs baseline ({baseline['commit']})")
+    print(
+        f"{'scenario':<12} {'new req/s':>9} {'base req/s':>10} {'new/base':>8} "
+        f"{'new/root':>8} {'base/root':>9} {'new p50':>8} {'base p50':>8} "
+        f"{'new cpu':>7} {'base cpu':>8} {'errors':>7}"
+    )
+    for name in [n for n in a if n in b]:
+        x, y = a[name], b[name]
+        shares = ["", ""]
+        if name in SHARED and "root" in a and "root" in b:
+            shares = [
+                f"{x['rps'] / a['root']['rps']:.1%}",
+                f"{y['rps'] / b['root']['rps']:.1%}",
+            ]
+        print(
+            f"{name:<12} {rate(x['rps']):>9} {rate(y['rps']):>10} "
+            f"{x['rps'] / y['rps']:>7.2f}x {shares[0]:>8} {shares[1]:>9} "
+            f"{x['p50_ms']:>8.1f} {y['p50_ms']:>8.1f} "
+            f"{x['cpu_ms_per_request']:>7.2f} {y['cpu_ms_per_request']:>8.2f} "
+            f"{str(x['errors']) + '/' + str(y['errors']):>7}"
+        )
+    print("p50 in ms; cpu: the worker's CPU ms per request")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="+", choices=SIZES)
@@ -303,12 +481,38 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run git revision REV of this repository, side by side",
+    )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}")
+    commit = git("rev-parse", "--short", "HEAD")
+    changed = git("status", "--short")
+    print(f"new: the working tree at {commit}" + (", with changes:" if changed else ""))
+    if changed:
+        print(changed)
+    servers = len(args.sizes) * (2 if args.baseline else 1)
+    runs = len([s for s in scenarios("small") if not args.only or s.name in args.only])
+    minutes = servers * (4 * 2 + runs * (args.duration + 2)) / 60
+    print(f"{servers} servers, {runs} scenarios each: about {minutes:.0f} min of load")
+    baseline: Baseline | None = None
+    copies: list[str] = []
     targets: list[Target] = []
     try:
+        if args.baseline:
+            baseline = check_out(args.baseline)
+            install_missing(baseline)
         for size in args.sizes:
-            targets.append(start(size))
+            url = database_url(size)
+            migrate(url)
+            remove_load_writes(url, vacuum=True)
+            if baseline:
+                copies.append(baseline_database(url, baseline))
+            targets.append(start(size, url))
+            if baseline:
+                targets.append(start(size, copies[-1], "baseline", baseline.path))
         for target in targets:
             for warm_up in scenarios(target.size)[:4]:  # root, list, list_search, one
                 run_wrk(target, warm_up, 2, args)
@@ -321,19 +525,33 @@ def main() -> None:
                 target.results[run.name] = run_wrk(target, run, args.duration, args)
                 rps = target.results[run.name]["rps"]
                 print(
-                    f"  {target.size:<5} {run.name:<12} {rps:>7.0f} req/s", flush=True
+                    f"  {target.name:<14} {run.name:<12} {rps:>7.0f} req/s", flush=True
                 )
-        results = {target.size: report(target, args) for target in targets}
+        results = {target.name: report(target, args) for target in targets}
+        for target in targets:
+            tree = baseline.path if baseline and target.label != "new" else ROOT
+            results[target.name]["commit"] = git(
+                "rev-parse", "--short", "HEAD", cwd=tree
+            )
     finally:
         for target in targets:
             stop(target)
+        for copy_url in copies:
+            drop_database(copy_url)
+        if baseline:
+            remove(baseline)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     RESULTS.mkdir(exist_ok=True)
-    for size, result in results.items():
-        (RESULTS / f"{size}.json").write_text(json.dumps(result, indent=2))
+    for name, result in results.items():
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
         print_report(result)
     if "small" in results and "large" in results:
         print_ratios(results["small"], results["large"])
+    if "small-baseline" in results and "large-baseline" in results:
+        print_ratios(results["small-baseline"], results["large-baseline"])
+    for size in args.sizes:
+        if f"{size}-baseline" in results:
+            print_side_by_side(results[size], results[f"{size}-baseline"])
 
 
 if __name__ == "__main__":
