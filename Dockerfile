@@ -22,6 +22,7 @@ COPY blogapi ./blogapi
 
 USER blogapi
 EXPOSE 8000
+# Healthy means ready: the server answers, and so does its database, migrated (/health/ready).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '8000'), timeout=4)"
 CMD ["python", "-m", "blogapi"]

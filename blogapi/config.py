@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(default=10, gt=0)
     db_statement_timeout: float = Field(default=10, gt=0)
     db_prepared_statements: bool = False
+    migrate_on_start: bool = False
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     redis_url: str = ""

@@ -170,6 +170,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     the others commit what they change. The session takes a connection from the pool
     at its first statement and gives it back when its transaction ends."""
     state = request.app.state
+    state.schema.require_migrated()
     bind = state.read_engine if request.method == "GET" else state.engine
     async with AsyncSession(bind, expire_on_commit=False) as session:
         yield session

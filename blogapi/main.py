@@ -3,6 +3,7 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from blogapi import account, auth, health, posts, users, votes
@@ -18,6 +19,7 @@ from blogapi.middleware import (
     SecurityHeaders,
 )
 from blogapi.request_log import RequestLog, configure_logging
+from blogapi.schema import Schema
 from blogapi.throttle import build_login_throttle
 
 
@@ -26,8 +28,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = build_engine(settings.database_url)
     app.state.read_engine = read_only(app.state.engine)
     app.state.login_throttle = build_login_throttle()
+    app.state.schema = Schema.of_this_code(migrating=settings.migrate_on_start)
     try:
-        yield
+        async with anyio.create_task_group() as background:
+            if settings.migrate_on_start:
+                # Until they are applied, the session dependency answers 503.
+                background.start_soon(app.state.schema.migrate_until_applied)
+            yield
+            background.cancel_scope.cancel()
     finally:
         try:
             await app.state.login_throttle.store.close()

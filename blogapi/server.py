@@ -3,6 +3,10 @@
 By default it runs the production server, gunicorn with uvicorn workers bound to
 HOST:PORT (0.0.0.0:8000 unless set). `--reload` runs plain uvicorn for development,
 on 127.0.0.1 unless HOST is set, restarting on code changes.
+
+The migrations are applied first. If PostgreSQL can't be reached, the server starts
+anyway: /health answers, and each worker applies the migrations once the database
+answers (MIGRATE_ON_START), answering 503 until then.
 """
 
 import argparse
@@ -13,14 +17,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import uvicorn
-from alembic import command
-from alembic.config import Config
+from sqlalchemy.exc import DBAPIError
 from uvicorn_worker import UvicornWorker
 
 from blogapi.config import settings
 from blogapi.request_log import configure_logging
+from blogapi.schema import (
+    ALEMBIC_INI,  # noqa: F401  (kept importable from here, where tests look for it)
+    is_unreachable,
+    log_migration_steps,
+    migrate,
+    unreachable_message,
+)
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 GRACEFUL_SHUTDOWN_SECONDS = 25
 """Under the 30 s a PaaS leaves between SIGTERM and SIGKILL."""
 
@@ -36,10 +45,21 @@ class Worker(UvicornWorker):
     }
 
 
-def migrate() -> None:
-    config = Config(ALEMBIC_INI)
-    config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
+def migrate_or_defer() -> None:
+    """Apply the migrations; if PostgreSQL can't be reached, leave them to the workers
+    (MIGRATE_ON_START), which try again until it answers. Any other failure stops here."""
+    log_migration_steps()
+    try:
+        migrate()
+    except DBAPIError as error:
+        if not is_unreachable(error):
+            raise
+        log.warning(
+            "%s; starting anyway: each worker applies the migrations once it answers, "
+            "and answers 503 until then",
+            unreachable_message(error),
+        )
+        os.environ["MIGRATE_ON_START"] = "true"
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,7 +107,7 @@ def share_connections(requested_workers: int) -> int:
 def main() -> None:
     args = parse_args()
     configure_logging(settings.log_format)
-    migrate()
+    migrate_or_defer()
     workers = share_connections(1 if args.reload else args.workers)
     if args.reload:
         uvicorn.run(

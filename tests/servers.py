@@ -1,9 +1,11 @@
 """Real processes for the tests a TestClient can't stand in for.
 
 - `ServerProcess`: `python -m blogapi` (migrations, then gunicorn) on a free loopback port,
-  with the environment a test gives it; it can be stopped, or killed with SIGKILL.
+  with the environment a test gives it; it can be stopped, or killed with SIGKILL. Starting
+  it waits until it is ready (`/health/ready`), database included.
 - `scratch_database`: a database of its own for those servers, made on the PostgreSQL server
-  TEST_DATABASE_URL names (dropped afterwards), or a SQLite file in a temporary folder.
+  TEST_DATABASE_URL names (dropped afterwards), or a SQLite file in a temporary folder;
+  migrated to head, or to the revision a test names.
 - `PostgresCluster`: a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`) on a spare port,
   for tests that stop the database; the shared one is never touched.
 
@@ -104,21 +106,29 @@ class ServerProcess:
                 start_new_session=True,
             )
 
-    def wait_until_healthy(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
+    def wait_until_healthy(self, seconds: float = START_SECONDS) -> None:
+        """Until the server is ready: it answers, and so does its database, migrated."""
+        self._wait_for("/health/ready", seconds)
+
+    def wait_until_alive(self, seconds: float = START_SECONDS) -> None:
+        """Until the process answers (`/health`), whether or not the database does."""
+        self._wait_for("/health", seconds)
+
+    def _wait_for(self, path: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited:\n{self.log_text()}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         self.kill()
         raise AssertionError(
-            f"server not healthy in {START_SECONDS} s:\n{self.log_text()}"
+            f"{path} did not answer 200 in {seconds} s:\n{self.log_text()}"
         )
 
     def client(self, timeout: float = 10) -> httpx.Client:
@@ -197,18 +207,20 @@ def running_server(
         yield server
 
 
-def migrate(database_url: str) -> None:
-    """Bring a scratch database to the latest schema, as `python -m blogapi` would."""
+def migrate(database_url: str, revision: str = "head") -> None:
+    """Bring a scratch database to the latest schema, as `python -m blogapi` would, or
+    to an earlier revision."""
     config = Config(ROOT / "alembic.ini")
     config.attributes["configure_logging"] = False
     url = _driver_url(database_url).render_as_string(hide_password=False)
     config.attributes["database_url"] = url
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 @contextmanager
-def scratch_database(label: str) -> Iterator[str]:
-    """A new database at the latest schema, for server processes; removed afterwards.
+def scratch_database(label: str, revision: str = "head") -> Iterator[str]:
+    """A new database at the latest schema (or at `revision`), for server processes;
+    removed afterwards.
 
     On the PostgreSQL run it is created beside TEST_DATABASE_URL (same server and
     credentials, a unique name), so concurrent runs never share it; otherwise it is
@@ -219,7 +231,7 @@ def scratch_database(label: str) -> Iterator[str]:
         folder = Path(tempfile.mkdtemp(prefix=f"blogapi-{label}-"))
         try:
             url = f"sqlite:///{folder / 'blogapi.db'}"
-            migrate(url)
+            migrate(url, revision)
             yield url
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -234,7 +246,7 @@ def scratch_database(label: str) -> Iterator[str]:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         try:
             url = base.set(database=name).render_as_string(hide_password=False)
-            migrate(url)
+            migrate(url, revision)
             yield url
         finally:
             with admin.connect() as connection:

@@ -107,9 +107,10 @@ def test_listens_on_port_8000_by_default() -> None:
     assert dockerfile_env()["PORT"] == "8000"
 
 
-def test_healthcheck_asks_health_with_python_not_curl() -> None:
+def test_healthcheck_asks_readiness_with_python_not_curl() -> None:
+    """Healthy means ready: the database answers, migrated, not only the process."""
     command = healthcheck_command()
-    assert "/health" in command and "/health/ready" not in command
+    assert "/health/ready" in command
     assert "urllib" in command
     assert "curl" not in command and "wget" not in command
 
@@ -199,6 +200,18 @@ def test_ci_workflow_lints_then_runs_ci_run_then_builds_the_image() -> None:
     assert lint, "the lint job runs no ruff command"
     for command in lint:
         assert f".venv/bin/{command}" in CI_RUN, f"{command!r} is not what .ci/run runs"
+
+
+def test_ci_smoke_run_waits_until_the_image_is_ready() -> None:
+    jobs = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())["jobs"]
+    (smoke,) = [
+        step["run"]
+        for step in jobs["docker"]["steps"]
+        if "docker run" in step.get("run", "")
+    ]
+    wait = re.search(r"for _ in .*?done", smoke, re.DOTALL)
+    assert wait, "the smoke run does not wait for the container"
+    assert "/health/ready" in wait.group(), "it must wait for readiness, not liveness"
 
 
 def test_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
@@ -295,7 +308,7 @@ def test_the_image_cmd_serves_and_passes_its_healthcheck(tmp_path: Path) -> None
         )
     try:
         deadline = time.monotonic() + 30
-        while not answers(f"http://127.0.0.1:{port}/health"):
+        while not answers(f"http://127.0.0.1:{port}/health/ready"):
             assert server.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)

@@ -1,0 +1,174 @@
+"""The database schema: the Alembic revisions the code has, the ones the database is at,
+and applying the migrations.
+
+`python -m blogapi` applies them before it starts the server. When PostgreSQL can't be
+reached then, the server starts anyway with MIGRATE_ON_START, and each worker applies
+them in the background, trying again every RETRY_SECONDS until the database answers;
+until then every route that uses the database answers 503. On PostgreSQL the workers
+take turns (an advisory lock in migrations/env.py): one migrates, the others find the
+schema at head. A migration that fails for any other reason is not retried: it is
+logged with its traceback and that worker stays not ready (503) until it is restarted.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeGuard
+
+import anyio
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from fastapi import HTTPException
+from sqlalchemy import Connection, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from blogapi.config import settings
+from blogapi.errors import RETRY_AFTER_SECONDS
+
+ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+
+RETRY_SECONDS = 2
+"""How long a worker waits before it tries the migrations again."""
+
+UNREACHABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+"""A connection failure, too many connections, the server shutting down or starting up."""
+
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
+"""The detail of errors.database_unavailable's 503, which this one stands in for."""
+
+MIGRATIONS_FAILED = "The database schema could not be migrated; see the server log"
+
+log = logging.getLogger("blogapi")
+
+
+def alembic_config() -> Config:
+    config = Config(ALEMBIC_INI)
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def migrate() -> None:
+    """`alembic upgrade head` on DATABASE_URL, in this process."""
+    command.upgrade(alembic_config(), "head")
+
+
+def _is_migration_step(record: logging.LogRecord) -> bool:
+    return str(record.msg).startswith("Running ")
+
+
+def log_migration_steps() -> None:
+    """Put Alembic's `Running upgrade 0003 -> 0004, ...` lines in the server log, through
+    blogapi's handler; its other INFO lines (which every readiness check repeats) stay out."""
+    steps = logging.getLogger("alembic.runtime.migration")
+    steps.handlers = list(log.handlers)
+    steps.filters = [_is_migration_step]
+    steps.setLevel(logging.INFO)
+    steps.propagate = False
+
+
+def is_unreachable(error: BaseException) -> TypeGuard[DBAPIError]:
+    """Whether PostgreSQL could not be reached, or would not take a connection yet, as
+    opposed to a migration being wrong: only the former is worth trying again.
+
+    libpq gives no SQLSTATE when it cannot connect: refused, timed out, no such host, and
+    the server's own refusals at connection time too (starting up, too many clients, but
+    also a wrong password or database name; those are retried, their reason in each
+    log line). SQLite is never unreachable.
+    """
+    if not isinstance(error, DBAPIError):
+        return False
+    if getattr(error.orig, "sqlite_errorcode", None) is not None:
+        return False
+    if error.connection_invalidated:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
+        error.orig, "pgcode", None
+    )
+    if not sqlstate:
+        return isinstance(error, OperationalError)
+    return sqlstate.startswith(UNREACHABLE_SQLSTATES)
+
+
+def unreachable_message(error: DBAPIError) -> str:
+    """`database not reachable at db.example:5432 (connection refused)`: where, and
+    libpq's reason; never the URL's password."""
+    url = make_url(settings.database_url)
+    where = f"{url.host}:{url.port or 5432}" if url.host else "its local socket"
+    lines = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
+    reason = lines[0].rsplit(": ", 1)[-1].strip()
+    if url.password:
+        reason = reason.replace(url.password, "***")
+    return f"database not reachable at {where} ({reason[:1].lower()}{reason[1:]})"
+
+
+def database_revisions(connection: Connection) -> tuple[str, ...]:
+    """The revisions the database's alembic_version holds: none before any migration."""
+    return MigrationContext.configure(connection).get_current_heads()
+
+
+def revision_names(revisions: tuple[str, ...]) -> str:
+    return ", ".join(revisions) or "base"
+
+
+@dataclass
+class Schema:
+    """The code's Alembic revisions, read once at start, and whether this process may use
+    the database yet (`migrating` while it applies the migrations itself)."""
+
+    heads: tuple[str, ...]
+    revisions: frozenset[str]
+    state: Literal["migrating", "migrated", "failed"] = "migrated"
+
+    @classmethod
+    def of_this_code(cls, migrating: bool = False) -> "Schema":
+        scripts = ScriptDirectory.from_config(alembic_config())
+        return cls(
+            heads=tuple(scripts.get_heads()),
+            revisions=frozenset(script.revision for script in scripts.walk_revisions()),
+            state="migrating" if migrating else "migrated",
+        )
+
+    def unknown(self, found: tuple[str, ...]) -> tuple[str, ...]:
+        """The revisions found that this code's migrations don't have: a newer release's."""
+        return tuple(revision for revision in found if revision not in self.revisions)
+
+    def is_behind(self, found: tuple[str, ...]) -> bool:
+        """Whether the database lacks some of this code's migrations (it knows them all)."""
+        return not self.unknown(found) and set(found) != set(self.heads)
+
+    def require_migrated(self) -> None:
+        """The session dependency's gate: 503 until this process's migrations are applied."""
+        if self.state == "failed":
+            raise HTTPException(503, detail=MIGRATIONS_FAILED)
+        if self.state == "migrating":
+            raise HTTPException(
+                503,
+                detail=DATABASE_UNAVAILABLE,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+
+    async def migrate_until_applied(self) -> None:
+        """Apply the migrations in a thread, trying again every RETRY_SECONDS while the
+        database can't be reached; a cancelled wait leaves the thread to finish alone."""
+        log_migration_steps()
+        while True:
+            try:
+                await anyio.to_thread.run_sync(migrate, abandon_on_cancel=True)
+            except Exception as error:
+                if not is_unreachable(error):
+                    self.state = "failed"
+                    log.exception(
+                        "the migrations failed: this worker answers 503 until it is "
+                        "restarted"
+                    )
+                    return
+                log.warning(
+                    "%s; retrying in %d s", unreachable_message(error), RETRY_SECONDS
+                )
+                await anyio.sleep(RETRY_SECONDS)
+            else:
+                self.state = "migrated"
+                log.info("the migrations are applied; serving")
+                return
