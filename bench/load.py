@@ -17,6 +17,11 @@ each size gets a second server, run from that worktree against a copy of bench_<
 (bench_<size>_baseline) migrated to REV's own head; every scenario then runs on the two
 servers in turn, and the report puts them side by side. The worktree and the copies are
 removed at the end.
+
+With `--course`, each size also gets the course's app (bench/course_app.py) on
+bench_<size>, driven with the same tokens: `GET /` and `POST /posts` run on it right after
+the same scenarios on blogapi, and the report gives blogapi's create_post throughput as a
+multiple of the course app's (the issue's target: at least 1.5x).
 """
 
 import argparse
@@ -32,7 +37,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psycopg
@@ -55,6 +60,8 @@ LOAD_EMAILS = "load-%@load.example.com"
 WRITERS = 12
 READER = "user1@bench.example"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+COURSE_TARGET = 1.5
+"""The issue's target: blogapi's `POST /posts/` throughput at least this times the course app's."""
 
 
 @dataclass
@@ -87,6 +94,16 @@ def scenarios(size: str) -> list[Scenario]:
     ]
 
 
+def course_scenarios(size: str) -> dict[str, Scenario]:
+    """What the course app serves of blogapi's scenarios: `GET /`, and create_post with
+    the same body and tokens on its route, `POST /posts` (no trailing slash)."""
+    shared = {s.name: s for s in scenarios(size)}
+    return {
+        "root": shared["root"],
+        "create_post": replace(shared["create_post"], path="/posts"),
+    }
+
+
 @dataclass
 class Target:
     """One size's database and the server running against it."""
@@ -96,7 +113,8 @@ class Target:
     base: str
     server: subprocess.Popen
     label: str = "new"
-    """`new` (this working tree) or `baseline` (the --baseline revision)."""
+    """`new` (this working tree), `baseline` (the --baseline revision) or `course`
+    (bench/course_app.py, with --course)."""
     reader: str = ""
     writers: list[str] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
@@ -104,6 +122,11 @@ class Target:
     @property
     def name(self) -> str:
         return self.size if self.label == "new" else f"{self.size}-{self.label}"
+
+    def scenarios(self) -> dict[str, Scenario]:
+        if self.label == "course":
+            return course_scenarios(self.size)
+        return {s.name: s for s in scenarios(self.size)}
 
 
 def free_port() -> int:
@@ -270,16 +293,15 @@ def baseline_database(url: str, baseline: Baseline) -> str:
     return copy_url
 
 
-def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
+def launch(
+    size: str, url: str, label: str, app: list[str], env: dict[str, str], tree: Path
+) -> Target:
+    """Start `uvicorn <app>` with one worker on a free loopback port; wait for `GET /`."""
     port = free_port()
-    env = server_env(url)
-    env.setdefault("BCRYPT_ROUNDS", "12")
-    # One worker: its pool gets the whole connection budget (DB_MAX_CONNECTIONS).
-    env["WEB_CONCURRENCY"] = "1"
     suffix = "" if label == "new" else f"-{label}"
     log = Path(tempfile.gettempdir()) / f"blogapi-bench-{size}{suffix}.log"
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "blogapi.main:app", "--host", "127.0.0.1"]
+        [sys.executable, "-m", "uvicorn", *app, "--host", "127.0.0.1"]
         + ["--port", str(port), "--workers", "1", "--no-access-log"]
         + ["--log-level", "warning"],
         cwd=tree,
@@ -301,6 +323,15 @@ def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
         server.kill()
     if server.poll() is not None:
         sys.exit(f"the {target.name} server did not start; see {log}")
+    return target
+
+
+def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
+    env = server_env(url)
+    env.setdefault("BCRYPT_ROUNDS", "12")
+    # One worker: its pool gets the whole connection budget (DB_MAX_CONNECTIONS).
+    env["WEB_CONCURRENCY"] = "1"
+    target = launch(size, url, label, ["blogapi.main:app"], env, tree)
     target.reader = login(target.base, READER, PASSWORD)
     target.writers = [
         register_and_login(target.base, f"load-{i}@load.example.com", PASSWORD)
@@ -309,11 +340,25 @@ def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
     return target
 
 
+def start_course(blogapi: Target) -> Target:
+    """The course app on blogapi's database with blogapi's tokens (same SECRET_KEY), so its
+    posts belong to the load's writers and go with them at the end."""
+    env = dict(
+        os.environ,
+        BENCH_DATABASE_URL=make_url(blogapi.url)
+        .set(drivername="postgresql+psycopg")
+        .render_as_string(hide_password=False),
+        SECRET_KEY=server_env(blogapi.url)["SECRET_KEY"],
+    )
+    app = ["course_app:app", "--app-dir", "bench"]
+    target = launch(blogapi.size, blogapi.url, "course", app, env, ROOT)
+    target.reader, target.writers = blogapi.reader, blogapi.writers
+    return target
+
+
 def stop(target: Target) -> None:
     target.server.terminate()
     target.server.wait(timeout=30)
-    if target.label == "new":
-        remove_load_writes(target.url, vacuum=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -332,12 +377,17 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 
 def settle(target: Target) -> None:
-    """Wait until the server answers an authenticated read quickly: the queue is drained."""
+    """Wait until the server answers an authenticated read quickly: the queue is drained.
+    The course app has no list: its `GET /`, a `def` route too, queues in the same
+    thread pool as its writes."""
     headers = {"Authorization": f"Bearer {target.reader}"}
+    probe = "/posts/?limit=1"
+    if target.label == "course":
+        headers, probe = {}, "/"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         started = time.monotonic()
-        call(target.base, "/posts/?limit=1", **headers)
+        call(target.base, probe, **headers)
         if time.monotonic() - started < 0.1:
             break
         time.sleep(0.5)
@@ -474,6 +524,29 @@ def print_side_by_side(new: dict, baseline: dict) -> None:
     print("p50 in ms; cpu: the worker's CPU ms per request")
 
 
+def print_against_course(size: str, results: dict) -> None:
+    """blogapi's create_post and root against the course app's, run seconds apart."""
+    course = results[f"{size}-course"]["scenarios"]
+    print(
+        f"\n{size}: blogapi against the course app "
+        f"(target: create_post ratio >= {COURSE_TARGET})"
+    )
+    for name, label in ((size, "blogapi"), (f"{size}-baseline", "baseline")):
+        if name not in results:
+            continue
+        ours = results[name]["scenarios"]
+        for scenario in ("create_post", "root"):
+            if scenario not in ours or scenario not in course:
+                continue
+            x, y = ours[scenario], course[scenario]
+            print(
+                f"{scenario + ':':<12} {label} {rate(x['rps'])} req/s, "
+                f"course {rate(y['rps'])} req/s, ratio {x['rps'] / y['rps']:.2f} "
+                f"(cpu ms/req {x['cpu_ms_per_request']:.2f} vs "
+                f"{y['cpu_ms_per_request']:.2f}; errors {x['errors']}/{y['errors']})"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="+", choices=SIZES)
@@ -486,6 +559,11 @@ def main() -> None:
         metavar="REV",
         help="also run git revision REV of this repository, side by side",
     )
+    parser.add_argument(
+        "--course",
+        action="store_true",
+        help="also run root and create_post on bench/course_app.py, side by side",
+    )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     commit = git("rev-parse", "--short", "HEAD")
@@ -497,6 +575,15 @@ def main() -> None:
     runs = len([s for s in scenarios("small") if not args.only or s.name in args.only])
     minutes = servers * (4 * 2 + runs * (args.duration + 2)) / 60
     print(f"{servers} servers, {runs} scenarios each: about {minutes:.0f} min of load")
+    if args.course:
+        course = [
+            n for n in course_scenarios("small") if not args.only or n in args.only
+        ]
+        minutes = len(args.sizes) * (2 + len(course) * (args.duration + 2)) / 60
+        print(
+            f"and the course app at each size, {len(course)} scenarios "
+            f"({' '.join(course)}): about {minutes:.0f} min more"
+        )
     baseline: Baseline | None = None
     copies: list[str] = []
     targets: list[Target] = []
@@ -513,15 +600,20 @@ def main() -> None:
             targets.append(start(size, url))
             if baseline:
                 targets.append(start(size, copies[-1], "baseline", baseline.path))
+            if args.course:
+                targets.append(start_course(targets[-2 if baseline else -1]))
         for target in targets:
-            for warm_up in scenarios(target.size)[:4]:  # root, list, list_search, one
-                run_wrk(target, warm_up, 2, args)
-        for position, scenario in enumerate(scenarios("small")):
+            for warm_up in ("root", "list", "list_search", "one"):
+                if warm_up in target.scenarios():
+                    run_wrk(target, target.scenarios()[warm_up], 2, args)
+        for scenario in scenarios("small"):
             if args.only and scenario.name not in args.only:
                 continue
             for target in targets:
+                run = target.scenarios().get(scenario.name)
+                if run is None:
+                    continue
                 settle(target)
-                run = scenarios(target.size)[position]
                 target.results[run.name] = run_wrk(target, run, args.duration, args)
                 rps = target.results[run.name]["rps"]
                 print(
@@ -536,6 +628,11 @@ def main() -> None:
     finally:
         for target in targets:
             stop(target)
+        for (
+            target
+        ) in targets:  # after every server: the course app writes as new's writers
+            if target.label == "new":
+                remove_load_writes(target.url, vacuum=True)
         for copy_url in copies:
             drop_database(copy_url)
         if baseline:
@@ -552,6 +649,9 @@ def main() -> None:
     for size in args.sizes:
         if f"{size}-baseline" in results:
             print_side_by_side(results[size], results[f"{size}-baseline"])
+    for size in args.sizes:
+        if f"{size}-course" in results:
+            print_against_course(size, results)
 
 
 if __name__ == "__main__":
