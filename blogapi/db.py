@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -166,13 +167,23 @@ def read_only(engine: AsyncEngine) -> AsyncEngine:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session. GET requests only read, and run without a transaction;
-    the others commit what they change. The session takes a connection from the pool
-    at its first statement and gives it back when its transaction ends."""
+    """The request's session. It gives its connection back to the pool when its
+    transaction ends, or at the latest when the request is done.
+
+    GET requests only read, and run without a transaction. Their session takes its
+    connection at once, shielded from cancellation: the pool hands out a connection
+    and only then is it set to autocommit, and a cancellation (a deadline, a client
+    gone) landing in between would leave it checked out and owned by no session.
+    The others commit what they change, and take a connection at their first
+    statement, so a route can hash a password before it holds one."""
     state = request.app.state
     state.schema.require_migrated()
-    bind = state.read_engine if request.method == "GET" else state.engine
+    reads = request.method == "GET"
+    bind = state.read_engine if reads else state.engine
     async with AsyncSession(bind, expire_on_commit=False) as session:
+        if reads:
+            with anyio.CancelScope(shield=True):
+                await session.connection()
         yield session
 
 

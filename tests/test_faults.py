@@ -1,40 +1,52 @@
-"""Database faults, against real server processes: the database going away and coming back,
-the server killed mid-burst, and vote counts under concurrent voting and account deletion.
+"""Database faults: the database going away and coming back, refusing connections,
+statements stuck behind a lock, the pool running dry, cancelled reads, the server killed
+mid-burst, and vote counts under concurrent voting and account deletion; and a
+DATABASE_URL carrying the libpq options hosts hand out.
 
-The outage test starts a PostgreSQL cluster of its own and stops that one (never the shared
-server), so it runs on the PostgreSQL run only. The others run on both databases, each
-against a scratch database of its own (see tests/servers.py).
+The outage tests start a PostgreSQL cluster of their own and stop that one (never the
+shared server), so they run on the PostgreSQL run only, as do the others that need a
+PostgreSQL feature. A test that changes settings or damages a database runs an app of its
+own (`TestClient(create_app())`), on a scratch database where it needs one (see
+tests/servers.py); the shared test database is never altered.
 """
 
-import asyncio
+import gc
 import random
 import threading
 import time
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import suppress
-from types import SimpleNamespace
+from functools import partial
+from urllib.parse import urlencode
 
 import anyio
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import make_url, text
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import OperationalError, SAWarning
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import NullPool
+from starlette.types import Message
 
-from blogapi.config import settings
-from blogapi.db import IDLE_PING_SECONDS, _database_slot, build_engine, read_rows
+from blogapi.config import Settings, settings
+from blogapi.db import IDLE_PING_SECONDS
 from blogapi.main import create_app
-from blogapi.posts import LIST_PAGE
-from blogapi.security import read_access_token
-from blogapi.users import token_params
 from tests.factories import (
     PASSWORD,
+    bearer,
     create_post,
+    create_user,
     create_user_and_login,
     engine,
+    login,
+    make_token,
     vote,
 )
 from tests.servers import (
     ServerProcess,
+    migrate,
     postgres_cluster,
     requires_postgres,
     running_server,
@@ -128,40 +140,140 @@ def test_a_database_restart_while_idle_costs_no_request() -> None:
 
 
 @requires_postgres("needs a PostgreSQL role that may not connect")
-def test_a_database_that_refuses_connections_is_503(client: TestClient) -> None:
+def test_a_database_that_refuses_connections_is_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Too many connections (SQLSTATE 53300) is the database being busy, not a bug."""
-    role = "blogapi_no_connections"
+    role = f"blogapi_no_connections_{uuid.uuid4().hex[:8]}"
+    refused = make_url(settings.database_url).set(username=role)
+    headers = bearer(make_token("1"))
+    requests = {
+        "list posts": lambda client: client.get("/posts/", headers=headers),
+        "register": lambda client: client.post(
+            "/users/", json={"email": "ada@example.com", "password": PASSWORD}
+        ),
+        "readiness": lambda client: client.get("/health/ready"),
+    }
     with engine.begin() as connection:
-        connection.execute(text(f"DROP ROLE IF EXISTS {role}"))
         connection.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
-    app_engine = client.app.state.engine
-    refused = build_engine(make_url(settings.database_url).set(username=role))
-    client.app.state.engine = refused
     try:
-        response, elapsed = timed(lambda: client.get("/health/ready"))
+        with pytest.raises(OperationalError, match="too many connections for role"):
+            create_engine(refused, poolclass=NullPool).connect()
+        monkeypatch.setattr(
+            settings, "database_url", refused.render_as_string(hide_password=False)
+        )
+        with TestClient(create_app()) as client:
+            for name, send in requests.items():
+                response, elapsed = timed(partial(send, client))
+                assert_database_unavailable(name, response, elapsed)
+                assert elapsed < 2, f"{name} took {elapsed:.1f} s"
     finally:
-        client.app.state.engine = app_engine
-        client.portal.call(refused.dispose)
         with engine.begin() as connection:
             connection.execute(text(f"DROP ROLE {role}"))
 
-    assert_database_unavailable("readiness", response, elapsed)
+
+LIBPQ_OPTIONS = {
+    "sslmode": "prefer",
+    "channel_binding": "prefer",
+    "connect_timeout": "10",
+    "application_name": "blogapi-test",
+    "options": "-csearch_path=public",
+    "target_session_attrs": "read-write",
+}
+"""What PaaS hosts put in DATABASE_URL, in the forms this local server (no TLS) accepts:
+`sslmode=require` and `channel_binding=require` need TLS, which it does not offer."""
 
 
-@requires_postgres("connects to PostgreSQL with a libpq option in the URL")
-def test_a_database_url_with_sslmode_works(client: TestClient) -> None:
-    """Hosts put libpq's `sslmode` in DATABASE_URL; asyncpg knows it as `ssl`."""
-    url = make_url(settings.database_url).update_query_dict({"sslmode": "disable"})
-    with_sslmode = build_engine(url.render_as_string(hide_password=False))
+def with_libpq_options(database_url: str, scheme: str) -> str:
+    """The scratch database's URL as a host hands it out: no driver, the options as query."""
+    url = make_url(database_url)
+    return (
+        f"{scheme}://{url.username}@{url.host}:{url.port}/{url.database}?"
+        + urlencode(LIBPQ_OPTIONS)
+    )
 
-    async def select_one() -> int:
-        async with with_sslmode.connect() as connection:
-            return (await connection.execute(text("SELECT 1"))).scalar_one()
 
+def emptied(database_url: str) -> None:
+    """Take a scratch database back to nothing, so the next migration starts from scratch."""
+    eraser = create_engine(database_url, poolclass=NullPool)
     try:
-        assert client.portal.call(select_one) == 1
+        with eraser.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
     finally:
-        client.portal.call(with_sslmode.dispose)
+        eraser.dispose()
+
+
+def application_names(database_url: str) -> list[str]:
+    """The application_name of every other connection to the database."""
+    observer = create_engine(database_url, poolclass=NullPool)
+    try:
+        with observer.connect() as connection:
+            return list(
+                connection.execute(
+                    text(
+                        "SELECT application_name FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalars()
+            )
+    finally:
+        observer.dispose()
+
+
+def use_the_api(client: httpx.Client | TestClient) -> None:
+    """Register, log in, post and list: each a real request with its statements."""
+    user = create_user(client)
+    headers = login(client, user["email"])
+    post = create_post(client, headers)
+    listed = client.get("/posts/", headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert [found["id"] for found in listed.json()] == [post["id"]]
+
+
+@pytest.fixture
+def blank_database() -> Iterator[str]:
+    """A scratch database with nothing in it, not even the migrations' bookkeeping."""
+    with scratch_database("libpq") as url:
+        emptied(url)
+        yield url
+
+
+@requires_postgres("connects to PostgreSQL with libpq options in the URL")
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_a_database_url_with_libpq_options_works_for_migrations_and_the_app(
+    blank_database: str, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    database_url = Settings(
+        database_url=with_libpq_options(blank_database, scheme)
+    ).database_url
+    migrate(database_url)
+    monkeypatch.setattr(settings, "database_url", database_url)
+
+    with TestClient(create_app()) as client:
+        use_the_api(client)
+
+        async def search_path() -> str:
+            async with client.app.state.engine.connect() as connection:
+                return (await connection.execute(text("SHOW search_path"))).scalar_one()
+
+        assert client.portal.call(search_path) == "public"
+        assert "blogapi-test" in application_names(blank_database)
+
+
+@requires_postgres("connects to PostgreSQL with libpq options in the URL")
+def test_a_server_given_a_postgres_url_with_libpq_options_migrates_and_serves(
+    blank_database: str,
+) -> None:
+    """DATABASE_URL exactly as a host hands it out, to `python -m blogapi`: its
+    migrations and its workers both connect through it."""
+    database_url = with_libpq_options(blank_database, "postgres")
+    with (
+        running_server(database_url, workers=1) as server,
+        server.client() as client,
+    ):
+        use_the_api(client)
+        assert "blogapi-test" in application_names(blank_database)
 
 
 WRITERS = 4
@@ -323,14 +435,31 @@ def test_vote_counts_match_rows_under_concurrent_votes_and_deletions() -> None:
         }
 
 
+STATEMENT_TIMEOUT = 0.5
+
+
+@pytest.fixture
+def half_second_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A scratch database migrated with DB_STATEMENT_TIMEOUT=0.5, which makes 500 ms its
+    default, and the settings pointed at it."""
+    monkeypatch.setattr(settings, "db_statement_timeout", STATEMENT_TIMEOUT)
+    with scratch_database("timeout") as url:
+        monkeypatch.setattr(settings, "database_url", url)
+        yield url
+
+
 @requires_postgres(
-    "the statement timeout is asyncpg's; SQLite waits on its busy timeout"
+    "the statement timeout is PostgreSQL's; SQLite waits on its busy timeout"
 )
 @pytest.mark.parametrize("request_kind", ["an edit", "the list", "a read"])
 def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
-    monkeypatch: pytest.MonkeyPatch, request_kind: str
+    half_second_statements: str, request_kind: str
 ) -> None:
-    monkeypatch.setattr(settings, "db_statement_timeout", 0.5)
+    outside = create_engine(half_second_statements, poolclass=NullPool)
+    with outside.connect() as fresh:
+        timeout = fresh.execute(text("SHOW statement_timeout")).scalar_one()
+    assert timeout == "500ms"
+
     with TestClient(create_app()) as client:
         _, headers = create_user_and_login(client)
         post = create_post(client, headers)
@@ -344,10 +473,11 @@ def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
         }
         send = sends[request_kind]
 
-        with engine.connect() as holder:
+        with outside.connect() as holder:
             holder.execute(text("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE"))
             response, elapsed = timed(lambda: send("behind the lock"))
             holder.rollback()
+        outside.dispose()
 
         assert_database_unavailable(f"{request_kind} behind a lock", response, elapsed)
         assert elapsed < 2
@@ -359,83 +489,98 @@ def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
         assert client.get(path, headers=headers).json()["title"] == last_title
 
 
-def test_requests_get_a_database_slot_in_arrival_order() -> None:
-    """A request arriving as a slot is handed on must not take it from those waiting."""
-    state = SimpleNamespace(db_slots=anyio.Semaphore(1), engine=None)
-    request = SimpleNamespace(app=SimpleNamespace(state=state))
-    served: list[str] = []
+def http_scope(method: str, path: str, headers: dict[str, str]) -> dict:
+    """An ASGI HTTP scope as a server builds it for a request from 127.0.0.1."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")]
+        + [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
 
-    async def use_a_slot(name: str, until: anyio.Event | None = None) -> None:
-        async with _database_slot(request):  # type: ignore[arg-type]
-            served.append(name)
-            if until is not None:
-                await until.wait()
 
-    async def arrive() -> None:
-        done = anyio.Event()
-        async with anyio.create_task_group() as requests:
-            requests.start_soon(use_a_slot, "first", done)
-            await anyio.wait_all_tasks_blocked()
-            for name in ("waiting 1", "waiting 2"):
-                requests.start_soon(use_a_slot, name)
-                await anyio.wait_all_tasks_blocked()
-            done.set()
-            for name in ("newcomer 1", "newcomer 2"):
-                requests.start_soon(use_a_slot, name)
-
-    anyio.run(arrive)
-
-    assert served == ["first", "waiting 1", "waiting 2", "newcomer 1", "newcomer 2"]
+CANCELLED_READS = 250
+"""Reads cancelled after 10 µs, 10.3 µs ... 16 ms, each deadline 3% later than the last:
+before the first statement, through the connection's checkout (a new connection's too),
+its statements and its return, to after the answer."""
 
 
 def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
-    """A read cancelled at any point, by a task cancel or an anyio deadline, still
-    returns its connection to the pool and frees its database slot."""
-    user, headers = create_user_and_login(client)
+    """A read cancelled at any point by an anyio deadline (how Starlette and FastAPI
+    cancel work) returns its connection to the pool: none stays checked out, and none is
+    left for the garbage collector to drop."""
+    _, headers = create_user_and_login(client)
     for _ in range(3):
         create_post(client, headers)
-    token = headers["Authorization"].removeprefix("Bearer ")
-    claims = read_access_token(token)
-    assert claims is not None and claims.user_id == user["id"]
-    params = {**token_params(claims), "limit": 10, "skip": 0}
-    request = SimpleNamespace(app=client.app)
+    scope = http_scope("GET", "/posts/", headers)
     pool = client.app.state.engine.sync_engine.pool
+    answered: list[int] = []
 
-    async def cancel_reads() -> list[int]:
-        left_out = []
-        for step in range(60):
-            delay = step * 0.0001
-            read = asyncio.ensure_future(read_rows(request, LIST_PAGE, params))  # type: ignore[arg-type]
-            await asyncio.sleep(delay)
-            read.cancel()
-            with suppress(asyncio.CancelledError):
-                await read
-            with anyio.move_on_after(delay):
-                await read_rows(request, LIST_PAGE, params)  # type: ignore[arg-type]
-            left_out.append(pool.checkedout())
-        return left_out
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
 
-    assert set(client.portal.call(cancel_reads)) == {0}
-    assert (
-        client.app.state.db_slots.value
-        == settings.db_pool_size + settings.db_max_overflow
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answered.append(message["status"])
+
+    async def cancelled_reads() -> list[int]:
+        checked_out = []
+        for step in range(CANCELLED_READS):
+            with anyio.move_on_after(0.00001 * 1.03**step):
+                await client.app(dict(scope), receive, send)
+            checked_out.append(pool.checkedout())
+        return checked_out
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checked_out = client.portal.call(cancelled_reads)
+        gc.collect()
+
+    assert set(checked_out) == {0}
+    dropped = [
+        str(warning.message)
+        for warning in caught
+        if issubclass(warning.category, SAWarning)
+        and "non-checked-in connection" in str(warning.message)
+    ]
+    assert dropped == []
+    assert 0 < answered.count(200) < CANCELLED_READS, (
+        "no read was cut short, or none ran"
     )
     assert len(client.get("/posts/", headers=headers).json()) == 3
 
 
 def test_a_request_that_cannot_get_a_connection_in_time_is_503(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _, headers = create_user_and_login(client)
+    monkeypatch.setattr(settings, "db_max_connections", 1)
+    monkeypatch.setattr(settings, "web_concurrency", 1)
     monkeypatch.setattr(settings, "db_pool_timeout", 0.2)
-    monkeypatch.setattr(client.app.state, "db_slots", anyio.Semaphore(0))
+    with TestClient(create_app()) as client:
+        _, headers = create_user_and_login(client)
+        app_engine = client.app.state.engine
+        assert app_engine.sync_engine.pool.size() == 1
 
-    started = time.monotonic()
-    response = client.get("/posts/", headers=headers)
+        async def take_the_only_connection() -> AsyncConnection:
+            return await app_engine.connect()
 
-    assert time.monotonic() - started < 2
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "5"
-    assert response.json() == {
-        "detail": "The database is unavailable; try again shortly"
-    }
+        held = client.portal.call(take_the_only_connection)
+        try:
+            response, elapsed = timed(lambda: client.get("/posts/", headers=headers))
+        finally:
+            client.portal.call(held.close)
+
+        assert_database_unavailable("a request with no connection", response, elapsed)
+        assert response.headers["retry-after"] == "5"
+        assert elapsed < 2
+        assert client.get("/posts/", headers=headers).status_code == 200

@@ -9,7 +9,9 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from blogapi.config import settings
 from blogapi.main import app
 from tests.factories import (
     assert_invalid,
@@ -17,9 +19,10 @@ from tests.factories import (
     count_vote_rows,
     create_post,
     create_user_and_login,
+    engine,
     vote,
 )
-from tests.servers import requires_postgres
+from tests.servers import requires_postgres, vote_count_mismatches, vote_rows
 
 
 def votes_shown(client: TestClient, headers: dict[str, str], post_id: int) -> int:
@@ -232,6 +235,57 @@ def test_deleting_a_post_deletes_its_votes(client: TestClient) -> None:
     assert client.delete(f"/posts/{post['id']}", headers=author).status_code == 204
 
     assert count_vote_rows(post["id"]) == 0
+
+
+def test_counts_follow_rows_changed_behind_the_apps_back(client: TestClient) -> None:
+    """Votes deleted, cascaded away, added and moved with plain SQL, as an operator or a
+    script might: every post's count still equals its rows (the triggers of migration
+    0004), in the database and through the API."""
+    author, author_headers = create_user_and_login(client)
+    a, b, c = (create_post(client, author_headers)["id"] for _ in range(3))
+    voters = [create_user_and_login(client) for _ in range(4)]
+    for _, headers in voters:
+        for post in (a, b, c):
+            assert vote(client, headers, post).status_code == 201
+    v1, v2, v3, v4 = (user["id"] for user, _ in voters)
+
+    with engine.begin() as connection:
+        run = connection.execute
+        # One vote, then two at once.
+        run(
+            text("DELETE FROM votes WHERE user_id = :u AND post_id = :p"),
+            {"u": v1, "p": a},
+        )
+        run(
+            text("DELETE FROM votes WHERE post_id = :p AND user_id IN (:u, :w)"),
+            {"p": b, "u": v2, "w": v3},
+        )
+        # A voter, and by cascade their three votes; a post, and by cascade its votes.
+        run(text("DELETE FROM users WHERE id = :u"), {"u": v4})
+        run(text("DELETE FROM posts WHERE id = :p"), {"p": c})
+        # A vote added by hand, and one moved to another post.
+        run(
+            text(
+                "INSERT INTO votes (user_id, post_id, created_at) "
+                "VALUES (:u, :p, CURRENT_TIMESTAMP)"
+            ),
+            {"u": author["id"], "p": a},
+        )
+        run(
+            text("UPDATE votes SET post_id = :to WHERE user_id = :u AND post_id = :p"),
+            {"to": b, "u": v3, "p": a},
+        )
+
+    assert vote_count_mismatches(settings.database_url) == {}
+    assert vote_rows(settings.database_url) == {
+        (v2, a),
+        (author["id"], a),
+        (v1, b),
+        (v3, b),
+    }
+    assert votes_shown(client, author_headers, a) == 2
+    assert votes_shown(client, author_headers, b) == 2
+    assert client.get(f"/posts/{c}", headers=author_headers).status_code == 404
 
 
 # Simultaneous duplicate votes, through a real server (PostgreSQL only)
