@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import anyio
 from fastapi import Depends, Request
 from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -104,12 +103,17 @@ def build_sync_engine(url: str) -> Engine:
 
 def build_engine(url: str) -> AsyncEngine:
     """The application's engine: psycopg (async) for PostgreSQL, aiosqlite for SQLite,
-    with this worker's share of DB_MAX_CONNECTIONS and no overflow."""
+    with this worker's share of DB_MAX_CONNECTIONS and no overflow, in autocommit."""
     parsed = make_url(url)
     pool: dict[str, Any] = {
         "pool_size": settings.pool_size,
         "max_overflow": 0,
         "pool_timeout": settings.db_pool_timeout,
+        # Every write here is one statement (a cascade and the vote-count triggers run
+        # inside it), atomic by itself: BEGIN and COMMIT would be two more round trips
+        # per request. A route that must group statements opens a transaction with
+        # `await session.connection(execution_options={"isolation_level": ...})`.
+        "isolation_level": "AUTOCOMMIT",
         # Errors logged from the database must not carry bound values (password hashes).
         "hide_parameters": True,
     }
@@ -160,30 +164,13 @@ def _ping_if_idle(
     return check
 
 
-def read_only(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine and pool, its connections in autocommit: a request that only
-    reads needs no transaction, and BEGIN and ROLLBACK would be two more round trips."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
-
-
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session. It gives its connection back to the pool when its
-    transaction ends, or at the latest when the request is done.
-
-    GET requests only read, and run without a transaction. Their session takes its
-    connection at once, shielded from cancellation: the pool hands out a connection
-    and only then is it set to autocommit, and a cancellation (a deadline, a client
-    gone) landing in between would leave it checked out and owned by no session.
-    The others commit what they change, and take a connection at their first
-    statement, so a route can hash a password before it holds one."""
+    """The request's session. It takes a connection from the pool at its first statement
+    (so a route can hash a password before it holds one) and gives it back when the
+    request is done, or earlier when the route closes the session."""
     state = request.app.state
     state.schema.require_migrated()
-    reads = request.method == "GET"
-    bind = state.read_engine if reads else state.engine
-    async with AsyncSession(bind, expire_on_commit=False) as session:
-        if reads:
-            with anyio.CancelScope(shield=True):
-                await session.connection()
+    async with AsyncSession(state.engine, expire_on_commit=False) as session:
         yield session
 
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from blogapi import account, auth, health, posts, users, votes
 from blogapi.config import settings
-from blogapi.db import build_engine, read_only
+from blogapi.db import build_engine
 from blogapi.docs import install_docs
 from blogapi.errors import install_error_handlers
 from blogapi.middleware import (
@@ -26,7 +26,6 @@ from blogapi.throttle import build_login_throttle
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = build_engine(settings.database_url)
-    app.state.read_engine = read_only(app.state.engine)
     app.state.login_throttle = build_login_throttle()
     app.state.schema = Schema.of_this_code(migrating=settings.migrate_on_start)
     try:
