@@ -50,8 +50,10 @@ async def _check_password(session: AsyncSession, user: User, password: str) -> N
     checks the token again, in the statement that changes the user's row.
     """
     found = await session.exec(_PASSWORD_HASH, params={"user_id": user.id})
-    password_hash = found.one()
+    password_hash = found.first()
     await session.close()
+    if password_hash is None:
+        raise invalid_credentials()  # the account was deleted meanwhile
     if not await run_in_threadpool(verify_password, password, password_hash):
         raise wrong_login()
 

@@ -41,11 +41,11 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def normalise_postgres_url(cls, url: str) -> str:
-        """Accept `postgres://` as PaaS hosts give it, and use psycopg (3) where no driver
+        """Accept `postgres://` as PaaS hosts give it, and use psycopg (3) whatever driver
         is named: the one libpq driver, for the app and the migrations alike."""
-        for scheme in ("postgres://", "postgresql://"):
-            if url.startswith(scheme):
-                return "postgresql+psycopg://" + url.removeprefix(scheme)
+        scheme, _, rest = url.partition("://")
+        if scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+"):
+            return "postgresql+psycopg://" + rest
         return url
 
     @field_validator("cors_origins", mode="before")

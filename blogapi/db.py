@@ -174,4 +174,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+"""Closed when the route returns: its connection is back in the pool before the response
+is validated and sent (routes return objects loaded in full)."""

@@ -59,11 +59,12 @@ def run_migrations() -> None:
             if connection.dialect.name == "postgresql":
                 # Servers started together each migrate on start: one at a time, and the
                 # later ones find the schema at head. Released when the transaction ends.
+                # Neither the wait for the lock nor a long index build may hit the
+                # timeout set below.
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                 )
-                # A long index build must not hit the timeout set below.
-                connection.execute(text("SET LOCAL statement_timeout = 0"))
             context.run_migrations()
             if connection.dialect.name == "postgresql":
                 set_statement_timeout(connection)

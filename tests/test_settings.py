@@ -44,6 +44,14 @@ def load(**values: object) -> Settings:
             "postgresql+psycopg://u@db.example/app",
             "postgresql+psycopg://u@db.example/app",
         ),
+        (
+            "postgresql+psycopg2://u@db.example/app",
+            "postgresql+psycopg://u@db.example/app",
+        ),
+        (
+            "postgresql+asyncpg://u@db.example/app",
+            "postgresql+psycopg://u@db.example/app",
+        ),
     ],
 )
 def test_postgres_urls_are_normalised(

@@ -91,3 +91,6 @@ def downgrade() -> None:
     else:
         for name in ("insert", "delete", "move"):
             op.execute(f"DROP TRIGGER votes_count_{name}")
+    # The code this goes back to keeps the counts itself; what the new code did while
+    # the triggers were gone (a rollback's window) is counted again.
+    op.execute(RECOUNT)
