@@ -59,9 +59,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     return await http_exception_handler(request, exc)
 
 
-TRANSIENT_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03", "57014", "55P03")
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
+
+UNREACHABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
 """Connection failures (class 08, the pooler's own wait timeout among them), too many
-connections, the server shutting down or starting up, a statement or lock timeout."""
+connections, the server shutting down or starting up."""
+TRANSIENT_SQLSTATES = (*UNREACHABLE_SQLSTATES, "57014", "55P03")
+"""Those, and a statement or lock timeout."""
 CONFLICT_SQLSTATES = ("40001", "40P01")
 """A serialization failure or a deadlock: the request is run once more (RetryConflicts)."""
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6
@@ -75,9 +79,12 @@ def is_conflict(exc: DBAPIError) -> bool:
     return _sqlstate(exc).startswith(CONFLICT_SQLSTATES)
 
 
-def is_transient(exc: DBAPIError) -> bool:
+def is_transient(
+    exc: DBAPIError, sqlstates: tuple[str, ...] = TRANSIENT_SQLSTATES
+) -> bool:
     """Whether the database is unreachable or busy for now, rather than the request or
-    the code being wrong (a missing table, a bug): only the former is worth a retry."""
+    the code being wrong (a missing table, a bug): only the former is worth a retry.
+    `sqlstates` narrows which server errors count."""
     if exc.connection_invalidated:
         return True
     sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)
@@ -87,7 +94,7 @@ def is_transient(exc: DBAPIError) -> bool:
     if not sqlstate:
         # libpq gives no SQLSTATE when it cannot connect or the connection broke.
         return isinstance(exc, OperationalError)
-    return sqlstate.startswith(TRANSIENT_SQLSTATES)
+    return sqlstate.startswith(sqlstates)
 
 
 async def _database_error(request: Request, exc: DBAPIError) -> Response:
@@ -107,7 +114,7 @@ def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         "database unavailable on %s %s: %r", request.method, request.url.path, exc
     )
     return JSONResponse(
-        {"detail": "The database is unavailable; try again shortly"},
+        {"detail": DATABASE_UNAVAILABLE},
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )

@@ -22,21 +22,20 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from fastapi import HTTPException
 from sqlalchemy import Connection, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from blogapi.config import settings
-from blogapi.errors import RETRY_AFTER_SECONDS
+from blogapi.errors import (
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_SECONDS,
+    UNREACHABLE_SQLSTATES,
+    is_transient,
+)
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
 RETRY_SECONDS = 2
 """How long a worker waits before it tries the migrations again."""
-
-UNREACHABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
-"""A connection failure, too many connections, the server shutting down or starting up."""
-
-DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
-"""The detail of errors.database_unavailable's 503, which this one stands in for."""
 
 MIGRATIONS_FAILED = "The database schema could not be migrated; see the server log"
 
@@ -77,18 +76,11 @@ def is_unreachable(error: BaseException) -> TypeGuard[DBAPIError]:
     also a wrong password or database name; those are retried, their reason in each
     log line). SQLite is never unreachable.
     """
-    if not isinstance(error, DBAPIError):
-        return False
-    if getattr(error.orig, "sqlite_errorcode", None) is not None:
-        return False
-    if error.connection_invalidated:
-        return True
-    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
-        error.orig, "pgcode", None
+    return (
+        isinstance(error, DBAPIError)
+        and getattr(error.orig, "sqlite_errorcode", None) is None
+        and is_transient(error, UNREACHABLE_SQLSTATES)
     )
-    if not sqlstate:
-        return isinstance(error, OperationalError)
-    return sqlstate.startswith(UNREACHABLE_SQLSTATES)
 
 
 def unreachable_message(error: DBAPIError) -> str:

@@ -23,7 +23,6 @@ from uvicorn_worker import UvicornWorker
 from blogapi.config import settings
 from blogapi.request_log import configure_logging
 from blogapi.schema import (
-    ALEMBIC_INI,  # noqa: F401  (kept importable from here, where tests look for it)
     is_unreachable,
     log_migration_steps,
     migrate,

@@ -10,9 +10,11 @@ an outside connection on the PostgreSQL run.
 import logging
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, create_engine, text
@@ -169,27 +171,37 @@ VOTE_BY_HAND = text(
 )
 
 
-@requires_postgres("makes a deadlock between PostgreSQL backends")
-def test_a_deadlocked_request_is_run_again_and_counts_once(
+@contextmanager
+def vote_in_a_deadlock(
     client: TestClient, outside: Connection
-) -> None:
+) -> Iterator[tuple[dict[str, Any], dict[str, str], "Future[httpx.Response]"]]:
+    """A vote whose first run the database aborts as a deadlock with `outside`: yields
+    the post, its author's headers and the request once its second run waits for the
+    same vote, which `outside` now holds."""
     _, author = create_user_and_login(client)
     post = create_post(client, author)
     voter, headers = create_user_and_login(client)
-    deadlocks_before = deadlocks_detected()
     pid = backend_pid(outside)
     outside.execute(
         text("SELECT id FROM posts WHERE id = :post FOR UPDATE"), {"post": post["id"]}
     )
-
     with ThreadPoolExecutor(1) as requests:
         voting = requests.submit(vote, client, headers, post["id"])
         wait_until_blocked_by(pid, "the vote")
         # Waits for the app's uncommitted vote, and returns once the deadlock check
         # has rolled the app's transaction back: the same vote is now this one's.
         outside.execute(VOTE_BY_HAND, {"user": voter["id"], "post": post["id"]})
-        # The request's second run waits for this vote in turn; take it back.
         wait_until_blocked_by(pid, "the vote's second run")
+        yield post, author, voting
+
+
+@requires_postgres("makes a deadlock between PostgreSQL backends")
+def test_a_deadlocked_request_is_run_again_and_counts_once(
+    client: TestClient, outside: Connection
+) -> None:
+    deadlocks_before = deadlocks_detected()
+    with vote_in_a_deadlock(client, outside) as (post, author, voting):
+        # The request's second run waits for the outside vote; take it back.
         outside.rollback()
         response = voting.result(timeout=WAIT_SECONDS)
 
@@ -206,21 +218,9 @@ def test_a_deadlocked_request_is_run_again_and_counts_once(
 def test_a_request_deadlocked_twice_is_503(
     client: TestClient, outside: Connection
 ) -> None:
-    _, author = create_user_and_login(client)
-    post = create_post(client, author)
-    voter, headers = create_user_and_login(client)
     deadlocks_before = deadlocks_detected()
-    pid = backend_pid(outside)
-    outside.execute(
-        text("SELECT id FROM posts WHERE id = :post FOR UPDATE"), {"post": post["id"]}
-    )
-
-    with ThreadPoolExecutor(1) as requests:
-        voting = requests.submit(vote, client, headers, post["id"])
-        wait_until_blocked_by(pid, "the vote")
-        outside.execute(VOTE_BY_HAND, {"user": voter["id"], "post": post["id"]})
-        wait_until_blocked_by(pid, "the vote's second run")
-        # The second run waits for the vote above while holding the votes table in
+    with vote_in_a_deadlock(client, outside) as (post, author, voting):
+        # The second run waits for the outside vote while holding the votes table in
         # ROW EXCLUSIVE mode, which this waits for: a second deadlock.
         outside.execute(text("LOCK TABLE votes IN SHARE MODE"))
         outside.rollback()

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from blogapi.db import build_sync_engine
-from blogapi.server import ALEMBIC_INI
+from blogapi.schema import ALEMBIC_INI
 from tests.factories import engine
 from tests.servers import requires_postgres
 

@@ -32,9 +32,9 @@ from sqlalchemy import make_url, text
 
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
+from blogapi.errors import DATABASE_UNAVAILABLE
 from blogapi.main import create_app
 from blogapi.schema import (
-    DATABASE_UNAVAILABLE,
     MIGRATIONS_FAILED,
     RETRY_SECONDS,
     alembic_config,
