@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.db import SessionDep
 from blogapi.errors import error_responses
-from blogapi.security import hash_password, verify_password
+from blogapi.security import check_password, hash_password
 from blogapi.users import (
     TOKEN_IS_CURRENT,
     CurrentUser,
@@ -54,7 +54,7 @@ async def _check_password(session: AsyncSession, user: User, password: str) -> N
     await session.close()
     if password_hash is None:
         raise invalid_credentials()  # the account was deleted meanwhile
-    if not await run_in_threadpool(verify_password, password, password_hash):
+    if not (await run_in_threadpool(check_password, password, password_hash)).matches:
         raise wrong_login()
 
 

@@ -7,11 +7,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import SQLModel, col, delete, select
+from sqlmodel import SQLModel, col, delete, select, update
 
 from blogapi.db import SessionDep, utc_now
 from blogapi.errors import error_responses
-from blogapi.security import create_access_token, verify_password
+from blogapi.security import check_password, create_access_token
 from blogapi.throttle import LoginThrottle
 from blogapi.tokens import RevokedToken
 from blogapi.users import (
@@ -36,6 +36,13 @@ async def get_login_throttle(request: Request) -> LoginThrottle:
 _LOGIN = select(User.id, User.password_hash, User.token_version).where(
     User.email == bindparam("email")
 )
+_REHASH = (
+    update(User)
+    .where(col(User.id) == bindparam("user_id"))
+    .where(col(User.password_hash) == bindparam("old_hash"))
+    .values(password_hash=bindparam("new_hash"))
+)
+"""Unless the password changed meanwhile."""
 
 router = APIRouter(tags=["authentication"])
 
@@ -68,9 +75,19 @@ async def login(
     await session.close()  # the connection goes back to the pool before bcrypt runs
     password_hash = account.password_hash if account else None
     # An unknown email costs the same bcrypt time as a wrong password.
-    matches = await run_in_threadpool(verify_password, form.password, password_hash)
-    if account is None or not matches:
+    checked = await run_in_threadpool(check_password, form.password, password_hash)
+    if account is None or not checked.matches:
         raise wrong_login()
+    if checked.new_hash is not None:
+        await session.exec(
+            _REHASH,
+            params={
+                "user_id": account.id,
+                "old_hash": password_hash,
+                "new_hash": checked.new_hash,
+            },
+        )
+        await session.commit()
     await throttle.succeeded(email, address)
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: never cache a token
     return Token(access_token=create_access_token(account.id, account.token_version))

@@ -6,13 +6,22 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("blogapi")
 
 MIN_SECRET_KEY_LENGTH = 32
+SECRET_KEY_NEEDED = (
+    f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters "
+    "(only SQLite may leave it unset); generate one with: "
+    'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+)
+
+
+class MissingSecretKey(ValueError):
+    pass
 
 
 class Settings(BaseSettings):
@@ -55,17 +64,21 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @model_validator(mode="after")
-    def require_secret_key(self) -> "Settings":
-        if self.is_sqlite and not self.secret_key:
-            self.secret_key = _local_secret_key(self.sqlite_path)
-        elif len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
-            raise ValueError(
-                f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters "
-                "(only SQLite may leave it unset); generate one with: "
-                'python -c "import secrets; print(secrets.token_urlsafe(48))"'
-            )
-        return self
+    @field_validator("secret_key")
+    @classmethod
+    def long_enough(cls, key: str) -> str:
+        if key and len(key) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(SECRET_KEY_NEEDED)
+        return key
+
+    def require_secret_key(self) -> None:
+        """At start-up: SQLite without SECRET_KEY uses a key kept beside the database file
+        (made on the first start); any other database needs SECRET_KEY."""
+        if self.secret_key:
+            return
+        if not self.is_sqlite:
+            raise MissingSecretKey(SECRET_KEY_NEEDED)
+        self.secret_key = _local_secret_key(self.sqlite_path)
 
     @property
     def is_sqlite(self) -> bool:

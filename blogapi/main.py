@@ -20,11 +20,14 @@ from blogapi.middleware import (
 )
 from blogapi.request_log import RequestLog, configure_logging
 from blogapi.schema import Schema
+from blogapi.security import dummy_hash
 from blogapi.throttle import build_login_throttle
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings.require_secret_key()
+    await anyio.to_thread.run_sync(dummy_hash)
     app.state.engine = build_engine(settings.database_url)
     app.state.login_throttle = build_login_throttle()
     app.state.schema = Schema.of_this_code(migrating=settings.migrate_on_start)

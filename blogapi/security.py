@@ -1,9 +1,12 @@
 """Password hashing and access tokens: pure functions, no FastAPI."""
 
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
+from typing import Literal
 
 import jwt
 from passlib.context import CryptContext
@@ -18,21 +21,66 @@ VERIFIED_TOKENS_CACHED = 4096
 TOKEN_MAX_CHARS = 1024
 """Ours are about 250; anything much longer is not one of them."""
 
-_passwords = CryptContext(schemes=["bcrypt"], bcrypt__rounds=settings.bcrypt_rounds)
-_DUMMY_HASH = _passwords.hash("not a real password")
+PasswordWork = Literal["hash", "verify"]
+_observers: list[Callable[[PasswordWork], None]] = []
+
+
+@contextmanager
+def observing_password_work(observer: Callable[[PasswordWork], None]) -> Iterator[None]:
+    """Call `observer` before each bcrypt hash or check, in the thread that runs it.
+
+    The seam for tests that count password work or act while it runs; nothing else uses it.
+    """
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+@cache
+def _context(rounds: int) -> CryptContext:
+    """Hashes at BCRYPT_ROUNDS; on login, a hash of a lower cost (or an older scheme) is
+    replaced, one of a higher cost kept."""
+    return CryptContext(
+        schemes=["bcrypt"], bcrypt__default_rounds=rounds, bcrypt__min_rounds=rounds
+    )
+
+
+def _passwords(work: PasswordWork) -> CryptContext:
+    for observer in _observers:
+        observer(work)
+    return _context(settings.bcrypt_rounds)
+
+
+@cache
+def dummy_hash() -> str:
+    """A hash to check against when there is no account, so an unknown email costs the
+    same bcrypt time as a wrong password. Made at start-up, not at import."""
+    return _context(settings.bcrypt_rounds).hash("not a real password")
 
 
 def hash_password(password: str) -> str:
-    return _passwords.hash(password)
+    return _passwords("hash").hash(password)
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
-    """Check a password; with no hash, spend the same time and fail, so emails can't be probed."""
+@dataclass(frozen=True)
+class PasswordCheck:
+    matches: bool
+    new_hash: str | None = None
+    """A replacement hash when the stored one has an older scheme or cost than BCRYPT_ROUNDS."""
+
+
+def check_password(password: str, password_hash: str | None) -> PasswordCheck:
+    """Check a password; with no hash, spend the same time and fail, so emails can't be
+    probed. A match on an outdated hash comes with its replacement."""
     hashable = "\0" not in password and len(password.encode()) <= BCRYPT_MAX_BYTES
-    matches = _passwords.verify(
-        password if hashable else "", password_hash or _DUMMY_HASH
+    matches, new_hash = _passwords("verify").verify_and_update(
+        password if hashable else "", password_hash or dummy_hash()
     )
-    return hashable and password_hash is not None and matches
+    if not (hashable and password_hash is not None and matches):
+        return PasswordCheck(matches=False)
+    return PasswordCheck(matches=True, new_hash=new_hash)
 
 
 @dataclass(frozen=True)

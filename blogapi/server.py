@@ -20,7 +20,7 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError
 from uvicorn_worker import UvicornWorker
 
-from blogapi.config import settings
+from blogapi.config import MissingSecretKey, settings
 from blogapi.request_log import configure_logging
 from blogapi.schema import (
     is_unreachable,
@@ -106,6 +106,10 @@ def share_connections(requested_workers: int) -> int:
 def main() -> None:
     args = parse_args()
     configure_logging(settings.log_format)
+    try:
+        settings.require_secret_key()
+    except MissingSecretKey as error:
+        sys.exit(str(error))
     migrate_or_defer()
     workers = share_connections(1 if args.reload else args.workers)
     if args.reload:

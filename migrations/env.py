@@ -8,11 +8,10 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import SQLModel
 
-import blogapi.votes  # noqa: F401  (imports every table model)
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
+from blogapi.tables import metadata
 
 MIGRATION_LOCK = 0x626C6F67617069  # "blogapi"
 
@@ -50,7 +49,7 @@ def run_migrations() -> None:
     with engine.connect() as connection:
         context.configure(
             connection=connection,
-            target_metadata=SQLModel.metadata,
+            target_metadata=metadata,
             compare_type=True,
             include_object=for_this_database(connection),
             render_as_batch=connection.dialect.name == "sqlite",

@@ -10,12 +10,13 @@ through `engine` below; `free_slots_during` watches the app's database slots.
 import base64
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
 import jwt
-import pytest
 from fastapi.testclient import TestClient
 from httpx import Client, Response
 from sqlmodel import Session, col, delete, func, select, update
@@ -23,6 +24,7 @@ from sqlmodel import Session, col, delete, func, select, update
 from blogapi.config import settings
 from blogapi.db import build_sync_engine, utc_now
 from blogapi.posts import Post
+from blogapi.security import PasswordWork, observing_password_work
 from blogapi.tokens import RevokedToken
 from blogapi.users import User
 from blogapi.votes import Vote
@@ -149,23 +151,20 @@ def revoke_tokens(user_id: int) -> None:
         session.commit()
 
 
+@contextmanager
 def connections_held_during(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch, module: Any, name: str
-) -> list[int]:
-    """Wrap module.name so each call notes how many of the app's pooled connections are
-    checked out meanwhile."""
-    pool, real, held = (
-        client.app.state.engine.sync_engine.pool,
-        getattr(module, name),
-        [],
-    )
+    client: TestClient, work: PasswordWork
+) -> Iterator[list[int]]:
+    """Note, at each bcrypt hash or check of kind `work`, how many of the app's pooled
+    connections are checked out."""
+    pool, held = client.app.state.engine.sync_engine.pool, []
 
-    def noting(*args: Any) -> Any:
-        held.append(pool.checkedout())
-        return real(*args)
+    def noting(kind: PasswordWork) -> None:
+        if kind == work:
+            held.append(pool.checkedout())
 
-    monkeypatch.setattr(module, name, noting)
-    return held
+    with observing_password_work(noting):
+        yield held
 
 
 def set_created_at(post_ids: list[int], when: datetime) -> None:

@@ -6,9 +6,12 @@ from typing import Any
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session, select
 
-from blogapi import auth, security, users
+from blogapi import security
 from blogapi.config import settings
+from blogapi.security import PasswordWork, observing_password_work
+from blogapi.users import User
 from tests.factories import (
     PASSWORD,
     assert_invalid,
@@ -18,6 +21,8 @@ from tests.factories import (
     create_user,
     create_user_and_login,
     delete_user_row,
+    engine,
+    login,
     make_token,
     unsigned_token,
 )
@@ -57,13 +62,11 @@ def test_login_holds_no_database_slot_while_bcrypt_runs(
 ) -> None:
     """A burst of logins must not keep other requests from the database."""
     user = create_user(client)
-    held_while_hashing = connections_held_during(
-        client, monkeypatch, auth, "verify_password"
-    )
 
-    response = client.post(
-        "/login", data={"username": user["email"], "password": PASSWORD}
-    )
+    with connections_held_during(client, "verify") as held_while_hashing:
+        response = client.post(
+            "/login", data={"username": user["email"], "password": PASSWORD}
+        )
 
     assert response.status_code == 200
     assert held_while_hashing == [0]
@@ -121,21 +124,16 @@ def test_unknown_email_costs_one_hash_check_like_a_wrong_password(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, email: str
 ) -> None:
     create_user(client, email="ada@example.com")
-    checked: list[str] = []
-    verify = security._passwords.verify
+    work: list[PasswordWork] = []
 
-    def counting_verify(secret: str, hash: str) -> bool:
-        checked.append(hash)
-        return verify(secret, hash)
-
-    monkeypatch.setattr(security._passwords, "verify", counting_verify)
-
-    response = client.post("/login", data={"username": email, "password": "wrong!!!"})
+    with observing_password_work(work.append):
+        response = client.post(
+            "/login", data={"username": email, "password": "wrong!!!"}
+        )
 
     assert response.status_code == 403
     assert response.json() == {"detail": "Invalid Credentials"}
-    assert len(checked) == 1
-    assert checked[0].startswith("$2")
+    assert work == ["verify"]
 
 
 @pytest.mark.parametrize("missing", ["username", "password"])
@@ -251,13 +249,10 @@ def test_registration_holds_no_database_slot_while_bcrypt_runs(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sign-ups are anonymous: a burst of them must not keep others from the database."""
-    held_while_hashing = connections_held_during(
-        client, monkeypatch, users, "hash_password"
-    )
-
-    response = client.post(
-        "/users/", json={"email": "ada@example.com", "password": PASSWORD}
-    )
+    with connections_held_during(client, "hash") as held_while_hashing:
+        response = client.post(
+            "/users/", json={"email": "ada@example.com", "password": PASSWORD}
+        )
 
     assert response.status_code == 201
     assert held_while_hashing == [0]
@@ -377,3 +372,36 @@ def test_every_protected_route_rejects_a_bad_token(
     response = client.request(method, path, headers=bearer("a.b.c"))
 
     assert_unauthorized(response)
+
+
+def stored_hash(user_id: int) -> str:
+    with Session(engine) as session:
+        return session.exec(select(User.password_hash).where(User.id == user_id)).one()
+
+
+def test_login_upgrades_a_hash_of_a_lower_cost_and_keeps_a_higher_one(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raising BCRYPT_ROUNDS reaches old accounts as their owners log in."""
+    user = create_user(client)
+    cheap = stored_hash(user["id"])
+    assert cheap.startswith(f"$2b${settings.bcrypt_rounds:02d}$")
+    monkeypatch.setattr(settings, "bcrypt_rounds", settings.bcrypt_rounds + 1)
+
+    work: list[PasswordWork] = []
+    with observing_password_work(work.append):
+        headers = login(client, user["email"])
+
+    upgraded = stored_hash(user["id"])
+    assert upgraded.startswith(f"$2b${settings.bcrypt_rounds:02d}$")
+    assert work == ["verify"]  # the new hash comes from the check itself
+    assert client.get("/users/me", headers=headers).status_code == 200
+    assert login(client, user["email"])["Authorization"].startswith("Bearer ")
+    assert stored_hash(user["id"]) == upgraded
+
+    monkeypatch.setattr(settings, "bcrypt_rounds", settings.bcrypt_rounds - 1)
+    login(client, user["email"])
+
+    assert stored_hash(user["id"]) == upgraded
+    wrong = {"username": user["email"], "password": "not the password"}
+    assert client.post("/login", data=wrong).status_code == 403

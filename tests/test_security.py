@@ -15,9 +15,9 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from blogapi import account
 from blogapi.config import settings
 from blogapi.main import app, create_app
+from blogapi.security import PasswordWork, observing_password_work
 from blogapi.throttle import KEY_PREFIX, LoginThrottle, MemoryStore, RedisStore
 from tests.factories import (
     PASSWORD,
@@ -446,17 +446,17 @@ def test_account_changes_hold_no_database_slot_while_bcrypt_runs(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
     _, headers = create_user_and_login(client)
-    held_checking = connections_held_during(
-        client, monkeypatch, account, "verify_password"
-    )
-    held_hashing = connections_held_during(
-        client, monkeypatch, account, "hash_password"
-    )
 
-    if change == "password":
-        response = change_password(client, headers, PASSWORD, "a brand new password")
-    else:
-        response = delete_account(client, headers, PASSWORD)
+    with (
+        connections_held_during(client, "verify") as held_checking,
+        connections_held_during(client, "hash") as held_hashing,
+    ):
+        if change == "password":
+            response = change_password(
+                client, headers, PASSWORD, "a brand new password"
+            )
+        else:
+            response = delete_account(client, headers, PASSWORD)
 
     assert response.status_code == 204, response.text
     assert held_checking == [0]
@@ -471,21 +471,22 @@ def test_a_token_revoked_while_bcrypt_runs_changes_nothing(
     """The password is checked with no connection held; the write checks the token again."""
     user, headers = create_user_and_login(client)
     post = create_post(client, headers)
-    verify = account.verify_password
 
-    def revoked_meanwhile(password: str, password_hash: str | None) -> bool:
+    def revoked_meanwhile(work: PasswordWork) -> None:
+        if work != "verify":
+            return
         if revocation == "logout":
             log_out_directly(headers)
         else:
             revoke_tokens(user["id"])
-        return verify(password, password_hash)
 
-    monkeypatch.setattr(account, "verify_password", revoked_meanwhile)
-
-    if change == "password":
-        response = change_password(client, headers, PASSWORD, "a brand new password")
-    else:
-        response = delete_account(client, headers, PASSWORD)
+    with observing_password_work(revoked_meanwhile):
+        if change == "password":
+            response = change_password(
+                client, headers, PASSWORD, "a brand new password"
+            )
+        else:
+            response = delete_account(client, headers, PASSWORD)
 
     assert_unauthorized(response)
     fresh = login(client, user["email"])

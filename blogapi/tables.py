@@ -1,0 +1,14 @@
+"""Every table, for the migrations and the tests: importing this module registers each
+feature module's table models on one metadata. The models stay in their feature modules;
+a new table model is added here too, or autogenerate won't see it."""
+
+from sqlmodel import SQLModel
+
+from blogapi.posts import Post
+from blogapi.tokens import RevokedToken
+from blogapi.users import User
+from blogapi.votes import Vote
+
+__all__ = ["Post", "RevokedToken", "User", "Vote", "metadata"]
+
+metadata = SQLModel.metadata
