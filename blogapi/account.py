@@ -6,7 +6,7 @@ from sqlalchemy import Integer, bindparam
 from sqlmodel import Field, SQLModel, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import SessionDep
+from blogapi.db import STRICT_BODY, SessionDep
 from blogapi.errors import error_responses
 from blogapi.security import check_password, hash_password
 from blogapi.users import (
@@ -24,11 +24,15 @@ PASSWORD_MAX_CHARS = 1024
 
 
 class PasswordChange(SQLModel):
+    model_config = STRICT_BODY
+
     current_password: str = Field(max_length=PASSWORD_MAX_CHARS)
     new_password: NewPassword
 
 
 class AccountDeletion(SQLModel):
+    model_config = STRICT_BODY
+
     password: str = Field(max_length=PASSWORD_MAX_CHARS)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from pydantic import ConfigDict
 from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -24,6 +25,11 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+STRICT_BODY = ConfigDict(strict=True)
+"""For request bodies: JSON values of the type the schema gives (`0` is no boolean,
+`"5"` no integer), so the OpenAPI document is the contract. Query and path parameters,
+which are text, stay lax."""
 
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns: anything above this cannot name a row."""

@@ -12,7 +12,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, STRICT_BODY, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
 
@@ -33,11 +33,13 @@ class PostBase(SQLModel):
 
 
 class PostCreate(PostBase):
-    pass
+    model_config = STRICT_BODY
 
 
 class PostUpdate(SQLModel):
     """A partial update: fields left out keep their value; none may be set to null."""
+
+    model_config = STRICT_BODY
 
     title: str = Field(
         default=None,

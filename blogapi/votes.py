@@ -2,14 +2,13 @@
 through the database's own triggers (migration 0004)."""
 
 from datetime import datetime
-from typing import Literal
 
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import Integer, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, delete, select
 
-from blogapi.db import MAX_ID, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, STRICT_BODY, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.posts import Post, visible_to
 from blogapi.users import CurrentUser
@@ -30,8 +29,10 @@ class Vote(SQLModel, table=True):
 
 
 class VoteCreate(SQLModel):
+    model_config = STRICT_BODY
+
     post_id: int = Field(ge=1, le=MAX_ID)
-    dir: Literal[0, 1] = Field(description="1 adds your vote, 0 removes it")
+    dir: int = Field(ge=0, le=1, description="1 adds your vote, 0 removes it")
 
 
 class VoteResult(SQLModel):

@@ -2,7 +2,12 @@
 
 schemathesis generates valid and invalid requests from the schema and checks that no
 answer is a server error and that each answer's status code, content type and body are
-the ones the schema documents.
+the ones the schema documents; that a request the schema forbids (`"published": 0`, an id
+as text) is refused, bodies being strict; and that no route ignores a bad token.
+
+Not checked: that every request the schema allows is accepted. JSON Schema can't say all
+that the API checks (a password's 72-byte limit in UTF-8, what email-validator takes for
+an email, `5.0` for an integer id), so those answer 422 with a detail instead.
 """
 
 import pytest
@@ -12,6 +17,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -29,6 +36,8 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    negative_data_rejection,
+    ignored_auth,
 ]
 
 

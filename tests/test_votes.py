@@ -179,9 +179,9 @@ def test_voting_on_your_own_draft_counts(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "loc", "message"),
     [
-        ({"post_id": 1, "dir": 2}, ("body", "dir"), "0 or 1"),
-        ({"post_id": 1, "dir": -1}, ("body", "dir"), "0 or 1"),
-        ({"post_id": 1, "dir": None}, ("body", "dir"), "0 or 1"),
+        ({"post_id": 1, "dir": 2}, ("body", "dir"), "less than or equal to 1"),
+        ({"post_id": 1, "dir": -1}, ("body", "dir"), "greater than or equal to 0"),
+        ({"post_id": 1, "dir": None}, ("body", "dir"), "valid integer"),
         ({"post_id": 1}, ("body", "dir"), "Field required"),
         ({"dir": 1}, ("body", "post_id"), "Field required"),
         ({"post_id": 0, "dir": 1}, ("body", "post_id"), "greater than or equal"),
