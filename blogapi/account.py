@@ -3,10 +3,10 @@
 from fastapi import APIRouter, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Integer, bindparam
-from sqlmodel import Field, SQLModel, delete, select, update
+from sqlmodel import Field, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import STRICT_BODY, SessionDep
+from blogapi.db import RequestBody, SessionDep
 from blogapi.errors import error_responses
 from blogapi.security import check_password, hash_password
 from blogapi.users import (
@@ -23,16 +23,12 @@ from blogapi.users import (
 PASSWORD_MAX_CHARS = 1024
 
 
-class PasswordChange(SQLModel):
-    model_config = STRICT_BODY
-
+class PasswordChange(RequestBody):
     current_password: str = Field(max_length=PASSWORD_MAX_CHARS)
     new_password: NewPassword
 
 
-class AccountDeletion(SQLModel):
-    model_config = STRICT_BODY
-
+class AccountDeletion(RequestBody):
     password: str = Field(max_length=PASSWORD_MAX_CHARS)
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from pydantic import ConfigDict
 from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,11 +24,6 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-STRICT_BODY = ConfigDict(strict=True)
-"""For request bodies: JSON values of the type the schema gives (`0` is no boolean,
-`"5"` no integer), so the OpenAPI document is the contract. Query and path parameters,
-which are text, stay lax."""
 
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns: anything above this cannot name a row."""
@@ -183,3 +177,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 """Closed when the route returns: its connection is back in the pool before the response
 is validated and sent (routes return objects loaded in full)."""
+
+
+class RequestBody(SQLModel):
+    """The base of every request body: strict, so a value must have the JSON type the
+    schema gives (`0` is no boolean, `"5"` no integer) and the OpenAPI document is the
+    contract. Query and path parameters, which are text, stay lax."""
+
+    model_config = {"strict": True}

@@ -42,7 +42,7 @@ def install_docs(app: FastAPI) -> None:
 
     def prefixed(request: Request, url: str) -> str:
         """The URL as the browser sees it, behind a proxy that serves the app under a prefix."""
-        return request.scope.get("root_path", "").rstrip("/") + url
+        return str(request.scope.get("root_path", "")).rstrip("/") + url
 
     @app.get(DOCS_URL, include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:

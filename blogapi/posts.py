@@ -12,7 +12,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import MAX_ID, STRICT_BODY, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
 
@@ -32,14 +32,12 @@ class PostBase(SQLModel):
     published: bool = True
 
 
-class PostCreate(PostBase):
-    model_config = STRICT_BODY
+class PostCreate(PostBase, RequestBody):
+    pass
 
 
-class PostUpdate(SQLModel):
+class PostUpdate(RequestBody):
     """A partial update: fields left out keep their value; none may be set to null."""
-
-    model_config = STRICT_BODY
 
     title: str = Field(
         default=None,

@@ -104,7 +104,9 @@ class RedisStore:
         pipeline = self._redis.pipeline(transaction=True)
         for key in keys:
             name = KEY_PREFIX + key
-            pipeline.incr(name).expire(name, window_seconds, nx=True).ttl(name)
+            pipeline.incr(name)
+            pipeline.expire(name, window_seconds, nx=True)
+            pipeline.ttl(name)
         result = await self._run(pipeline)
         if result is None:
             return [(0, 0)] * len(keys)
@@ -114,10 +116,14 @@ class RedisStore:
         ]
 
     async def take_back(self, key: str) -> None:
-        await self._run(self._redis.pipeline().eval(_TAKE_BACK, 1, KEY_PREFIX + key))
+        pipeline = self._redis.pipeline()
+        pipeline.eval(_TAKE_BACK, 1, KEY_PREFIX + key)
+        await self._run(pipeline)
 
     async def reset(self, key: str) -> None:
-        await self._run(self._redis.pipeline().delete(KEY_PREFIX + key))
+        pipeline = self._redis.pipeline()
+        pipeline.delete(KEY_PREFIX + key)
+        await self._run(pipeline)
 
     async def close(self) -> None:
         await self._redis.aclose()

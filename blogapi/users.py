@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel, col, exists, select
 
-from blogapi.db import MAX_ID, STRICT_BODY, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import (
     BCRYPT_MAX_BYTES,
@@ -67,9 +67,7 @@ NewPassword = Annotated[
 ]
 
 
-class UserCreate(UserBase):
-    model_config = STRICT_BODY
-
+class UserCreate(UserBase, RequestBody):
     password: NewPassword
 
 

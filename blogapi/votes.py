@@ -8,7 +8,7 @@ from sqlalchemy import Integer, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, delete, select
 
-from blogapi.db import MAX_ID, STRICT_BODY, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.posts import Post, visible_to
 from blogapi.users import CurrentUser
@@ -28,9 +28,7 @@ class Vote(SQLModel, table=True):
     )
 
 
-class VoteCreate(SQLModel):
-    model_config = STRICT_BODY
-
+class VoteCreate(RequestBody):
     post_id: int = Field(ge=1, le=MAX_ID)
     dir: int = Field(ge=0, le=1, description="1 adds your vote, 0 removes it")
 
@@ -45,7 +43,7 @@ _VOTER = bindparam("user_id", type_=Integer)
 # On the table, not the class: given parameters, an ORM INSERT is a bulk insert of rows.
 # An INSERT's rowcount is kept only when asked for.
 _ADD = (
-    insert(Vote.__table__)
+    insert(Vote.metadata.tables["votes"])
     .from_select(
         ["user_id", "post_id", "created_at"],
         select(_VOTER, col(Post.id), bindparam("now", type_=UTCDateTime)).where(
