@@ -33,9 +33,11 @@ from tests.factories import (
     revoke_tokens,
     vote,
 )
+from tests.redis_server import redis_test_url, requires_redis
 from tests.servers import running_server
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = redis_test_url() or ""
+NEEDS_REDIS = requires_redis("the throttle's Redis store needs a Redis server")
 ROOT = Path(__file__).resolve().parent.parent
 THROTTLED = "Too many failed logins; try again later"
 
@@ -138,9 +140,14 @@ def test_the_account_works_again_after_the_window(
 
 
 @pytest.fixture
-def redis_tag() -> Iterator[str]:
-    """A tag to put in every email and address a test throttles, and whose keys go after."""
-    tag = uuid.uuid4().hex
+def tag() -> str:
+    """A tag to put in every email and address a test throttles."""
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def redis_tag(tag: str) -> Iterator[str]:
+    """A tag as above, whose keys in Redis go after the test."""
     yield tag
     connection = redis.Redis.from_url(REDIS_URL)
     keys = list(connection.scan_iter(f"{KEY_PREFIX}*{tag}*"))
@@ -149,6 +156,7 @@ def redis_tag() -> Iterator[str]:
     connection.close()
 
 
+@NEEDS_REDIS
 def test_redis_counts_are_shared_between_throttles(redis_tag: str, window: int) -> None:
     email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
     connection = redis.Redis.from_url(REDIS_URL)
@@ -175,6 +183,7 @@ def test_redis_counts_are_shared_between_throttles(redis_tag: str, window: int) 
     connection.close()
 
 
+@NEEDS_REDIS
 def test_redis_window_expires(redis_tag: str, window: int) -> None:
     email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
 
@@ -191,12 +200,13 @@ def test_redis_window_expires(redis_tag: str, window: int) -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=NEEDS_REDIS)])
 def test_parallel_guesses_get_no_more_tries_than_the_limit(
-    store: str, redis_tag: str
+    store: str, request: pytest.FixtureRequest
 ) -> None:
     """Attempts are counted before the password is checked, atomically."""
-    email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
+    tag = request.getfixturevalue("tag" if store == "memory" else "redis_tag")
+    email, address = f"{tag}@example.com", f"addr-{tag}"
     throttle = LoginThrottle(
         MemoryStore() if store == "memory" else RedisStore(REDIS_URL)
     )
@@ -216,6 +226,7 @@ def app_on_redis(monkeypatch: pytest.MonkeyPatch, url: str) -> FastAPI:
     return create_app()
 
 
+@NEEDS_REDIS
 def test_two_apps_on_redis_count_failures_together(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, redis_tag: str
 ) -> None:
@@ -240,6 +251,7 @@ def test_two_apps_on_redis_count_failures_together(
     connection.close()
 
 
+@NEEDS_REDIS
 def test_an_app_on_redis_lets_go_of_its_connection_at_shutdown(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, redis_tag: str
 ) -> None:
