@@ -317,6 +317,29 @@ def test_logout_revokes_only_the_token_it_carries(client: TestClient) -> None:
     assert client.get(f"/posts/{post['id']}", headers=kept).json() == post
 
 
+@pytest.mark.parametrize("path", ["/posts/", "/posts/{id}"])
+def test_a_revoked_token_is_401_on_the_post_reads_bad_parameters_or_not(
+    client: TestClient, path: str
+) -> None:
+    """The reads find a revoked token as every route does: CurrentUser's query (the
+    token's user, refused when revoked) runs before FastAPI checks the route's own
+    parameters, so a bad parameter changes nothing. (Before the data layer of 40bb572 these
+    two routes checked revocation inside the statement that reads the posts, after the
+    parameters, and answered 422 here; the README now promises 401 before any 422 on
+    every route, and this pins it for the two routes that used to differ.)"""
+    _, headers = create_user_and_login(client)
+    post = create_post(client, headers)
+    good = path.format(id=post["id"])
+    bad = "/posts/?limit=1000" if path == "/posts/" else "/posts/0"
+    assert client.get(good, headers=headers).status_code == 200
+    assert client.get(bad, headers=headers).status_code == 422
+    assert client.post("/logout", headers=headers).status_code == 204
+
+    assert_unauthorized(client.get(good, headers=headers))
+    assert_unauthorized(client.get(bad, headers=headers))
+    assert_unauthorized(client.get(bad, headers=bearer("a.b.c")))
+
+
 BAD_REQUESTS = [
     ("GET", "/posts/?limit=1000", None),
     ("GET", "/posts/0", None),
