@@ -58,7 +58,9 @@ from tests.servers import (
 )
 
 OUTAGE_ANSWER_SECONDS = 5
-"""How long a request may take to be refused while the database is down."""
+"""How long a request may take to be refused while the database is down, busy or locked:
+a generous bound that a loaded machine meets, and under the 10 s that a request would wait
+by default for a connection or a statement (DB_POOL_TIMEOUT, DB_STATEMENT_TIMEOUT)."""
 
 
 def assert_database_unavailable(
@@ -168,7 +170,6 @@ def test_a_database_that_refuses_connections_is_503(
             for name, send in requests.items():
                 response, elapsed = timed(partial(send, client))
                 assert_database_unavailable(name, response, elapsed)
-                assert elapsed < 2, f"{name} took {elapsed:.1f} s"
     finally:
         with engine.begin() as connection:
             connection.execute(text(f"DROP ROLE {role}"))
@@ -281,7 +282,7 @@ def test_a_server_given_a_postgres_url_with_libpq_options_migrates_and_serves(
 WRITERS = 4
 WRITES_PER_WRITER = 200
 ACKNOWLEDGED_BEFORE_KILL = 20
-BURST_SECONDS = 20
+BURST_SECONDS = 60
 
 
 @pytest.fixture
@@ -482,7 +483,6 @@ def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
         outside.dispose()
 
         assert_database_unavailable(f"{request_kind} behind a lock", response, elapsed)
-        assert elapsed < 2
         # The pool hands out its most recently returned connection first: the one whose
         # statement timed out is the next one used, and must work.
         for attempt in range(3):
@@ -511,10 +511,12 @@ def http_scope(method: str, path: str, headers: dict[str, str]) -> dict:
     }
 
 
-CANCELLED_READS = 250
-"""Reads cancelled after 10 µs, 10.3 µs ... 16 ms, each deadline 3% later than the last:
+FIRST_DEADLINE = 0.00001
+ANSWERED_READS = 20
+"""Reads cancelled after 10 µs, 10.3 µs, ..., each deadline 3% later than the last:
 before the first statement, through the connection's checkout (a new connection's too),
-its statements and its return, to after the answer."""
+its statements and its return, until this many reads were answered, however long a read
+takes on this machine (the deadlines stop growing at DB_POOL_TIMEOUT)."""
 
 
 def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
@@ -536,11 +538,12 @@ def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
             answered.append(message["status"])
 
     async def cancelled_reads() -> list[int]:
-        checked_out = []
-        for step in range(CANCELLED_READS):
-            with anyio.move_on_after(0.00001 * 1.03**step):
+        checked_out, deadline = [], FIRST_DEADLINE
+        while len(answered) < ANSWERED_READS:
+            with anyio.move_on_after(min(deadline, settings.db_pool_timeout)):
                 await client.app(dict(scope), receive, send)
             checked_out.append(pool.checkedout())
+            deadline *= 1.03
         return checked_out
 
     with warnings.catch_warnings(record=True) as caught:
@@ -556,9 +559,8 @@ def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
         and "non-checked-in connection" in str(warning.message)
     ]
     assert dropped == []
-    assert 0 < answered.count(200) < CANCELLED_READS, (
-        "no read was cut short, or none ran"
-    )
+    assert answered == [200] * ANSWERED_READS
+    assert len(checked_out) > ANSWERED_READS, "no read was cut short"
     assert len(client.get("/posts/", headers=headers).json()) == 3
 
 
@@ -664,5 +666,4 @@ def test_a_request_that_cannot_get_a_connection_in_time_is_503(
 
         assert_database_unavailable("a request with no connection", response, elapsed)
         assert response.headers["retry-after"] == "5"
-        assert elapsed < 2
         assert client.get("/posts/", headers=headers).status_code == 200
