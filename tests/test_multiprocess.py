@@ -21,7 +21,12 @@ from tests.factories import (
     login,
     vote,
 )
-from tests.redis_server import next_database, redis_test_url, requires_redis
+from tests.redis_server import (
+    next_database,
+    patient,
+    redis_test_url,
+    requires_redis,
+)
 from tests.servers import (
     requires_postgres,
     running_servers,
@@ -40,8 +45,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def shared_redis() -> Iterator[str]:
-    url = next_database(redis_test_url() or "")
-    store = redis.Redis.from_url(url, socket_connect_timeout=2)
+    url = patient(next_database(redis_test_url() or ""))
+    store = redis.Redis.from_url(url)
     store.flushdb()
     try:
         yield url

@@ -33,10 +33,10 @@ from tests.factories import (
     revoke_tokens,
     vote,
 )
-from tests.redis_server import redis_test_url, requires_redis
+from tests.redis_server import patient, redis_test_url, requires_redis
 from tests.servers import running_server
 
-REDIS_URL = redis_test_url() or ""
+REDIS_URL = patient(redis_test_url() or "")
 NEEDS_REDIS = requires_redis("the throttle's Redis store needs a Redis server")
 ROOT = Path(__file__).resolve().parent.parent
 THROTTLED = "Too many failed logins; try again later"
@@ -265,7 +265,7 @@ def test_an_app_on_redis_lets_go_of_its_connection_at_shutdown(
     def clients() -> int:
         return sum(1 for found in watcher.client_list() if found["name"] == name)
 
-    url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}client_name={name}"
+    url = f"{REDIS_URL}&client_name={name}"
     with TestClient(app_on_redis(monkeypatch, url)) as on_redis:
         assert attempt(on_redis, user["email"]).status_code == 200
         assert clients() == 1
