@@ -6,6 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# No deadline in either profile: how fast the machine is must not fail a test. "ci"
+# (HYPOTHESIS_PROFILE=ci, which .ci/run sets) draws the same examples on every run and keeps
+# no example database; "dev" draws new ones and keeps those that failed in .hypothesis/.
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.register_profile(
+    "ci", deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 _scratch = Path(tempfile.mkdtemp(prefix="blogapi-tests-"))
 os.environ["DATABASE_URL"] = os.environ.get(

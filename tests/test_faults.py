@@ -11,20 +11,22 @@ tests/servers.py); the shared test database is never altered.
 """
 
 import gc
+import json
 import random
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from urllib.parse import urlencode
 
 import anyio
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.exc import OperationalError, SAWarning
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
@@ -56,7 +58,9 @@ from tests.servers import (
 )
 
 OUTAGE_ANSWER_SECONDS = 5
-"""How long a request may take to be refused while the database is down."""
+"""How long a request may take to be refused while the database is down, busy or locked:
+a generous bound that a loaded machine meets, and under the 10 s that a request would wait
+by default for a connection or a statement (DB_POOL_TIMEOUT, DB_STATEMENT_TIMEOUT)."""
 
 
 def assert_database_unavailable(
@@ -166,7 +170,6 @@ def test_a_database_that_refuses_connections_is_503(
             for name, send in requests.items():
                 response, elapsed = timed(partial(send, client))
                 assert_database_unavailable(name, response, elapsed)
-                assert elapsed < 2, f"{name} took {elapsed:.1f} s"
     finally:
         with engine.begin() as connection:
             connection.execute(text(f"DROP ROLE {role}"))
@@ -279,7 +282,7 @@ def test_a_server_given_a_postgres_url_with_libpq_options_migrates_and_serves(
 WRITERS = 4
 WRITES_PER_WRITER = 200
 ACKNOWLEDGED_BEFORE_KILL = 20
-BURST_SECONDS = 20
+BURST_SECONDS = 60
 
 
 @pytest.fixture
@@ -480,7 +483,6 @@ def test_a_statement_stuck_behind_a_lock_is_503_after_the_statement_timeout(
         outside.dispose()
 
         assert_database_unavailable(f"{request_kind} behind a lock", response, elapsed)
-        assert elapsed < 2
         # The pool hands out its most recently returned connection first: the one whose
         # statement timed out is the next one used, and must work.
         for attempt in range(3):
@@ -509,10 +511,12 @@ def http_scope(method: str, path: str, headers: dict[str, str]) -> dict:
     }
 
 
-CANCELLED_READS = 250
-"""Reads cancelled after 10 µs, 10.3 µs ... 16 ms, each deadline 3% later than the last:
+FIRST_DEADLINE = 0.00001
+ANSWERED_READS = 20
+"""Reads cancelled after 10 µs, 10.3 µs, ..., each deadline 3% later than the last:
 before the first statement, through the connection's checkout (a new connection's too),
-its statements and its return, to after the answer."""
+its statements and its return, until this many reads were answered, however long a read
+takes on this machine (the deadlines stop growing at DB_POOL_TIMEOUT)."""
 
 
 def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
@@ -534,11 +538,12 @@ def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
             answered.append(message["status"])
 
     async def cancelled_reads() -> list[int]:
-        checked_out = []
-        for step in range(CANCELLED_READS):
-            with anyio.move_on_after(0.00001 * 1.03**step):
+        checked_out, deadline = [], FIRST_DEADLINE
+        while len(answered) < ANSWERED_READS:
+            with anyio.move_on_after(min(deadline, settings.db_pool_timeout)):
                 await client.app(dict(scope), receive, send)
             checked_out.append(pool.checkedout())
+            deadline *= 1.03
         return checked_out
 
     with warnings.catch_warnings(record=True) as caught:
@@ -554,10 +559,89 @@ def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
         and "non-checked-in connection" in str(warning.message)
     ]
     assert dropped == []
-    assert 0 < answered.count(200) < CANCELLED_READS, (
-        "no read was cut short, or none ran"
-    )
+    assert answered == [200] * ANSWERED_READS
+    assert len(checked_out) > ANSWERED_READS, "no read was cut short"
     assert len(client.get("/posts/", headers=headers).json()) == 3
+
+
+QUEUED = ["waiting 1", "waiting 2", "waiting 3"]
+NEWCOMERS = ["newcomer 1", "newcomer 2"]
+
+
+async def queue_for_the_only_connection(app: FastAPI, headers: dict[str, str]) -> None:
+    """Hold the app's one connection; queue requests for it one by one; then give it back,
+    with newcomers arriving at that very moment: the pool's checkin event (fired just
+    before the connection is put back) delivers their bodies, so each runs on to ask for
+    the connection before any queued request has woken up to take it."""
+    pool = app.state.engine.sync_engine.pool
+    handed_back = anyio.Event()
+
+    def on_checkin(*_: object) -> None:
+        handed_back.set()
+
+    async def body_on_hand_back(title: str) -> AsyncIterator[bytes]:
+        await handed_back.wait()
+        yield json.dumps({"title": title, "content": "In turn"}).encode()
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://app", headers=headers
+    ) as http:
+
+        async def create(title: str, arriving_late: bool = False) -> None:
+            body = body_on_hand_back(title) if arriving_late else None
+            response = await http.post(
+                "/posts/",
+                content=body,
+                json=None if arriving_late else {"title": title, "content": "In turn"},
+                headers={"Content-Type": "application/json"},
+            )
+            assert response.status_code == 201, response.text
+
+        held = await app.state.engine.connect()
+        event.listen(pool, "checkin", on_checkin)
+        try:
+            async with anyio.create_task_group() as requests:
+                for title in QUEUED:
+                    requests.start_soon(create, title)
+                    await anyio.wait_all_tasks_blocked()  # it waits for the connection
+                for title in NEWCOMERS:
+                    requests.start_soon(create, title, True)
+                await anyio.wait_all_tasks_blocked()
+                await held.close()
+        finally:
+            event.remove(pool, "checkin", on_checkin)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: SQLAlchemy's async pool queue (asyncio.Queue, and its "
+    "get_nowait first) lets a request that asks as a connection is put back take it "
+    "ahead of those waiting; the fair queue in front of the pool went with 40bb572",
+)
+def test_requests_get_the_database_connection_in_arrival_order_newcomers_included(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One connection (DB_MAX_CONNECTIONS=1, one worker), busy: requests get it in the
+    order they asked for it, and one arriving just as it is handed on waits its turn.
+
+    How it was checked: against the app's pool as it is (SQLAlchemy 2.1's
+    AsyncAdaptedQueuePool) it fails on SQLite and PostgreSQL, every run: "newcomer 1" gets
+    the connection first. With a hand-off queue swapped into that pool locally (a connection
+    put back goes straight to the longest waiter; never committed) it passes on both.
+    """
+    monkeypatch.setattr(settings, "db_max_connections", 1)
+    monkeypatch.setattr(settings, "web_concurrency", 1)
+    with TestClient(create_app()) as client:
+        _, headers = create_user_and_login(client)
+        assert client.app.state.engine.sync_engine.pool.size() == 1
+
+        client.portal.call(queue_for_the_only_connection, client.app, headers)
+
+        posts = client.get("/posts/", params={"limit": 100}, headers=headers).json()
+    assert [post["title"] for post in sorted(posts, key=lambda post: post["id"])] == [
+        *QUEUED,
+        *NEWCOMERS,
+    ]
 
 
 def test_a_request_that_cannot_get_a_connection_in_time_is_503(
@@ -582,5 +666,4 @@ def test_a_request_that_cannot_get_a_connection_in_time_is_503(
 
         assert_database_unavailable("a request with no connection", response, elapsed)
         assert response.headers["retry-after"] == "5"
-        assert elapsed < 2
         assert client.get("/posts/", headers=headers).status_code == 200

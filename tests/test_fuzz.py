@@ -52,8 +52,6 @@ def fuzz_user(client: TestClient) -> dict:
 @schema.parametrize()
 @settings(
     max_examples=25,
-    deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_no_request_gets_a_server_error_or_an_undocumented_answer(

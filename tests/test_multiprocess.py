@@ -1,8 +1,8 @@
 """More than one machine: two server processes, on different ports, share one PostgreSQL
 database and one Redis, and behave as one API.
 
-Runs on the PostgreSQL run (a scratch database beside TEST_DATABASE_URL) with the Redis at
-127.0.0.1:6379, in a database number of its own that it empties before and after.
+Runs on the PostgreSQL run (a scratch database beside TEST_DATABASE_URL) when TEST_REDIS_URL
+is set, in the Redis database numbered after that URL's, which it empties before and after.
 """
 
 import threading
@@ -21,6 +21,12 @@ from tests.factories import (
     login,
     vote,
 )
+from tests.redis_server import (
+    next_database,
+    patient,
+    redis_test_url,
+    requires_redis,
+)
 from tests.servers import (
     requires_postgres,
     running_servers,
@@ -29,23 +35,21 @@ from tests.servers import (
     vote_rows,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
 LOGIN_MAX_FAILURES = 5
 
-pytestmark = requires_postgres("two servers share one PostgreSQL database")
+pytestmark = [
+    requires_postgres("two servers share one PostgreSQL database"),
+    requires_redis("two servers share one Redis"),
+]
 
 
 @pytest.fixture(scope="module")
 def shared_redis() -> Iterator[str]:
-    store = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        store.ping()
-    except redis.RedisError as error:
-        store.close()
-        pytest.skip(f"needs Redis at {REDIS_URL}: {error}")
+    url = patient(next_database(redis_test_url() or ""))
+    store = redis.Redis.from_url(url)
     store.flushdb()
     try:
-        yield REDIS_URL
+        yield url
     finally:
         store.flushdb()
         store.close()

@@ -40,7 +40,7 @@ ROUNDS = 3
 """Each client's rounds of: list, read, write a post and vote for it, vote for a shared
 post and (but in the last round) take the vote back."""
 REQUESTS_PER_CLIENT = 2 + 6 * ROUNDS - 1
-LOAD_SECONDS = 20
+LOAD_SECONDS = 90
 SHOWN = 10
 """Failures, and server log lines, quoted in an assertion message."""
 

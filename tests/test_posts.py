@@ -378,6 +378,37 @@ def test_search_takes_wildcards_literally(
     assert list_ids(client, headers, search=search) == [match]
 
 
+SLASHED_TITLES = [
+    "a/b",
+    "a%b",
+    "a/%b",
+    "a%/b",
+    "a//b",
+    "a/_b",
+    "a_b",
+    "ab",
+    "a\\%b",
+    "100/% sure",
+]
+
+
+@pytest.mark.parametrize("search", ["/", "/%", "%/", "//", "/_", "%", "_", "\\%"])
+def test_the_escape_character_is_taken_literally_too(
+    client: TestClient, search: str
+) -> None:
+    """`/` is the LIKE escape character: a search for it, or for it beside a wildcard,
+    finds the titles that contain those characters, and nothing else."""
+    _, headers = create_user_and_login(client)
+    ids = {
+        create_post(client, headers, title=title)["id"]: title
+        for title in SLASHED_TITLES
+    }
+    expected = [i for i, title in sorted(ids.items(), reverse=True) if search in title]
+
+    assert expected, "every search term here is in some title"
+    assert list_ids(client, headers, search=search, limit=100) == expected
+
+
 def test_search_ignores_case_beyond_ascii(client: TestClient) -> None:
     _, headers = create_user_and_login(client)
     upper = create_post(client, headers, title="CRÈME BRÛLÉE")["id"]

@@ -12,13 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from blogapi import main
 from blogapi.config import (
     MIN_SECRET_KEY_LENGTH,
     SECRET_KEY_NEEDED,
     MissingSecretKey,
     Settings,
+    settings,
 )
+from blogapi.main import create_app
 
 GOOD_KEY = "k" * MIN_SECRET_KEY_LENGTH
 SETTINGS_ENV = ("DATABASE_URL", "SECRET_KEY", "ACCESS_TOKEN_EXPIRE_MINUTES")
@@ -233,10 +234,10 @@ def test_cors_origins_are_a_comma_separated_list(
 
 
 def cors_client(monkeypatch: pytest.MonkeyPatch, origins: str) -> TestClient:
-    monkeypatch.setattr(
-        main, "settings", load(database_url="sqlite://", cors_origins=origins)
-    )
-    return TestClient(main.create_app())
+    """An app built with CORS_ORIGINS=`origins`, parsed as the environment's would be."""
+    parsed = load(database_url="sqlite://", cors_origins=origins).cors_origins
+    monkeypatch.setattr(settings, "cors_origins", parsed)
+    return TestClient(create_app())
 
 
 def preflight(client: TestClient, origin: str) -> dict[str, str]:

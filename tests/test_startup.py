@@ -50,16 +50,23 @@ from tests.servers import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD_IN_URL = "never-log-this-pw"
-ALIVE_SECONDS = 10
-"""How soon the server answers /health with the database down."""
-READY_SECONDS = 20
-"""How soon it is ready once the database is back: a retry interval plus the migrations."""
-RELEASE_SECONDS = 15
+ALIVE_SECONDS = 30
+"""How soon the server answers /health with the database down: generous, since a loaded
+machine starts gunicorn slowly; a server that waited for the database never would."""
+READY_SECONDS = 60
+"""How soon it is ready once the database is back: a retry interval plus the migrations,
+with room for a loaded machine."""
+RELEASE_SECONDS = 40
 """How soon the release phase exits when it can't reach the database: its connection
-attempt, plus the start-up of the `alembic` command (2 to 7 s on a busy 2-CPU machine)."""
-CONNECT_WAIT_SECONDS = 7
+attempt, plus the start-up of the `alembic` command (2 to 7 s on a busy 2-CPU machine),
+with room for a machine loaded far more; without a timeout it would wait forever."""
+CONNECT_WAIT_SECONDS = 20
 """How long its connection attempt may wait on a host that doesn't answer: libpq's
-connect_timeout, 5 s unless DATABASE_URL sets it."""
+connect_timeout, 5 s unless DATABASE_URL sets it (libpq's own default is no timeout),
+with room for a loaded machine; the silent host gives up after 60 s."""
+ATTEMPT_SECONDS = 20
+"""How long one migration attempt may take against a port that refuses connections: the
+refusal is immediate, the rest is Alembic's start-up, slow on a loaded machine."""
 
 SCRIPTS = ScriptDirectory.from_config(alembic_config())
 (HEAD,) = SCRIPTS.get_heads()
@@ -188,7 +195,7 @@ def test_migrating_on_start_answers_503_and_retries_while_the_database_is_down(
         )
         wait_for(
             lambda: len(retry_lines(caplog.text, f"127.0.0.1:{port}")) >= 2,
-            RETRY_SECONDS + 3,
+            RETRY_SECONDS + ATTEMPT_SECONDS,
             "second retry line",
         )
         stopping = time.monotonic()
@@ -196,7 +203,7 @@ def test_migrating_on_start_answers_503_and_retries_while_the_database_is_down(
 
     assert PASSWORD_IN_URL not in caplog.text
     tries = [r.created for r in caplog.records if "retrying in" in r.getMessage()]
-    assert RETRY_SECONDS <= tries[1] - tries[0] < RETRY_SECONDS + 2
+    assert RETRY_SECONDS <= tries[1] - tries[0] < RETRY_SECONDS + ATTEMPT_SECONDS
 
 
 def test_a_failing_migration_is_logged_and_leaves_the_app_not_ready(

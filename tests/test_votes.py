@@ -2,6 +2,7 @@
 
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -302,10 +303,11 @@ def live_server() -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
     thread.start()
     try:
-        for _ in range(500):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             if server.started or not thread.is_alive():
                 break
-            threading.Event().wait(0.01)
+            time.sleep(0.01)
         assert server.started, "the test server did not start"
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
