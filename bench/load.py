@@ -62,6 +62,10 @@ READER = "user1@bench.example"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 COURSE_TARGET = 1.5
 """The issue's target: blogapi's `POST /posts/` throughput at least this times the course app's."""
+DEEP = 0.99
+"""How far down the reader's posts `list_deep` reads: past about 99,000 of 100,000."""
+DEEP_TARGET = 1.5
+"""The issue's target: `list_deep`'s p50 at most this times `list`'s."""
 
 
 @dataclass
@@ -85,6 +89,9 @@ def scenarios(size: str) -> list[Scenario]:
         Scenario("root", "GET", "/"),
         Scenario("list", "GET", "/posts/?limit=10"),
         Scenario("list_search", "GET", f"/posts/?limit=10&search={SEARCH_WORD}"),
+        # 99% of the way down the reader's posts, by cursor and by skip: see deep_page().
+        Scenario("list_deep", "GET", "/posts/?limit=10&cursor={cursor}"),
+        Scenario("list_skip_deep", "GET", "/posts/?limit=10&skip={skip}"),
         Scenario("one", "GET", f"/posts/{recent_post}"),
         Scenario("create_post", "POST", "/posts/", post_body, json_type, writes=True),
         Scenario("vote", "POST", "/vote/", None, json_type, writes=True, voting=True),
@@ -117,6 +124,9 @@ class Target:
     (bench/course_app.py, with --course)."""
     reader: str = ""
     writers: list[str] = field(default_factory=list)
+    deep: dict[str, str] = field(default_factory=dict)
+    """The `cursor` and `skip` of the deep page, once deep_page() found them; none on a
+    server whose code has no cursors."""
     results: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -126,7 +136,11 @@ class Target:
     def scenarios(self) -> dict[str, Scenario]:
         if self.label == "course":
             return course_scenarios(self.size)
-        return {s.name: s for s in scenarios(self.size)}
+        return {
+            s.name: replace(s, path=s.path.format(**self.deep))
+            for s in scenarios(self.size)
+            if "{" not in s.path or self.deep
+        }
 
 
 def free_port() -> int:
@@ -326,6 +340,27 @@ def launch(
     return target
 
 
+def deep_page(target: Target) -> dict[str, str]:
+    """The deep page's `skip` (DEEP of the posts the reader sees) and the `cursor` of the
+    same page, from the `Link` header after the post just above it; none if the server
+    sends no such header (a baseline from before cursors)."""
+    with psycopg.connect(dsn(target.url)) as connection:
+        (visible,) = connection.execute(
+            "SELECT count(*) FROM posts p JOIN users u ON u.email = %s "
+            "WHERE p.published OR p.owner_id = u.id",
+            (READER,),
+        ).fetchone()
+    skip = int(visible * DEEP)
+    request = urllib.request.Request(
+        f"{target.base}/posts/?limit=1&skip={skip - 1}",
+        headers={"Authorization": f"Bearer {target.reader}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        link = response.headers.get("Link", "")
+    found = re.search(r"[?&]cursor=([^&>]+)", link)
+    return {"cursor": found.group(1), "skip": str(skip)} if found else {}
+
+
 def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
     env = server_env(url)
     env.setdefault("BCRYPT_ROUNDS", "12")
@@ -337,6 +372,7 @@ def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
         register_and_login(target.base, f"load-{i}@load.example.com", PASSWORD)
         for i in range(WRITERS)
     ]
+    target.deep = deep_page(target)
     return target
 
 
@@ -471,6 +507,13 @@ def print_report(result: dict) -> None:
     s = result["scenarios"]
     if "list" in s and "root" in s:
         print(f"list/root throughput: {s['list']['rps'] / s['root']['rps']:.0%}")
+    for deep in ("list_deep", "list_skip_deep"):
+        if deep in s and "list" in s:
+            print(
+                f"{deep} p50 {s[deep]['p50_ms']:.1f} ms beside list's "
+                f"{s['list']['p50_ms']:.1f} ms: x{s[deep]['p50_ms'] / s['list']['p50_ms']:.2f}"
+                + (f" (target <= {DEEP_TARGET})" if deep == "list_deep" else "")
+            )
     print(
         f"worker RSS after the run: {result['rss_mb']} MB (peak {result['peak_rss_mb']} MB)"
     )
@@ -478,7 +521,7 @@ def print_report(result: dict) -> None:
 
 def print_ratios(small: dict, large: dict) -> None:
     print(f"\nlarge / small ({small['server']})")
-    for name in ("list", "list_search", "one"):
+    for name in ("list", "list_search", "list_deep", "one"):
         if name in small["scenarios"] and name in large["scenarios"]:
             a, b = small["scenarios"][name], large["scenarios"][name]
             print(
@@ -603,7 +646,7 @@ def main() -> None:
             if args.course:
                 targets.append(start_course(targets[-2 if baseline else -1]))
         for target in targets:
-            for warm_up in ("root", "list", "list_search", "one"):
+            for warm_up in ("root", "list", "list_search", "list_deep", "one"):
                 if warm_up in target.scenarios():
                     run_wrk(target, target.scenarios()[warm_up], 2, args)
         for scenario in scenarios("small"):
