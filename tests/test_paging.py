@@ -2,6 +2,7 @@
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -30,7 +31,10 @@ def next_url(response: Response) -> str | None:
 
 
 def walk(
-    client: TestClient, headers: dict[str, str], first: str, between=None
+    client: TestClient,
+    headers: dict[str, str],
+    first: str,
+    between: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Every post the `Link` headers lead to from `first`, in order; `between(page)`
     runs after each page but the last."""

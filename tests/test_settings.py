@@ -238,6 +238,7 @@ def test_listed_origins_get_credentials(monkeypatch: pytest.MonkeyPatch) -> None
 
     assert allowed["access-control-allow-origin"] == "https://b.example"
     assert allowed["access-control-allow-credentials"] == "true"
+    assert allowed["access-control-expose-headers"] == "Link"
     assert "access-control-allow-origin" not in other
     assert preflight(client, "https://a.example")[
         "access-control-allow-credentials"
