@@ -480,6 +480,7 @@ def report(target: Target, args: argparse.Namespace) -> dict:
         "server": target.label,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "connections": args.connections,
         "bcrypt_rounds": int(os.environ.get("BCRYPT_ROUNDS", "12")),
         "scenarios": target.results,
@@ -492,6 +493,7 @@ def print_report(result: dict) -> None:
     print(
         f"\n{result['size']}, {result['server']} at {result['commit']} "
         f"({result['when']}, {result['duration_s']} s per scenario, "
+        f"the median of {result['rounds']} rounds, "
         f"BCRYPT_ROUNDS={result['bcrypt_rounds']})"
     )
     print(
@@ -598,6 +600,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the scenarios this many times in turn and report each one's median "
+        "run by p50: steadier on a shared machine",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="REV",
         help="also run git revision REV of this repository, side by side",
@@ -615,7 +624,9 @@ def main() -> None:
     if changed:
         print(changed)
     servers = len(args.sizes) * (2 if args.baseline else 1)
-    runs = len([s for s in scenarios("small") if not args.only or s.name in args.only])
+    runs = args.rounds * len(
+        [s for s in scenarios("small") if not args.only or s.name in args.only]
+    )
     minutes = servers * (4 * 2 + runs * (args.duration + 2)) / 60
     print(f"{servers} servers, {runs} scenarios each: about {minutes:.0f} min of load")
     if args.course:
@@ -649,19 +660,28 @@ def main() -> None:
             for warm_up in ("root", "list", "list_search", "list_deep", "one"):
                 if warm_up in target.scenarios():
                     run_wrk(target, target.scenarios()[warm_up], 2, args)
-        for scenario in scenarios("small"):
-            if args.only and scenario.name not in args.only:
-                continue
-            for target in targets:
-                run = target.scenarios().get(scenario.name)
-                if run is None:
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(args.rounds):
+            for scenario in scenarios("small"):
+                if args.only and scenario.name not in args.only:
                     continue
-                settle(target)
-                target.results[run.name] = run_wrk(target, run, args.duration, args)
-                rps = target.results[run.name]["rps"]
-                print(
-                    f"  {target.name:<14} {run.name:<12} {rps:>7.0f} req/s", flush=True
-                )
+                for target in targets:
+                    run = target.scenarios().get(scenario.name)
+                    if run is None:
+                        continue
+                    settle(target)
+                    result = run_wrk(target, run, args.duration, args)
+                    runs.setdefault((target.name, run.name), []).append(result)
+                    print(
+                        f"  {target.name:<14} {run.name:<12} {result['rps']:>7.0f} req/s"
+                        f"  p50 {result['p50_ms']:.1f} ms",
+                        flush=True,
+                    )
+        for target in targets:
+            for (name, scenario_name), done in runs.items():
+                if name == target.name:
+                    done.sort(key=lambda r: r["p50_ms"])
+                    target.results[scenario_name] = done[len(done) // 2]
         results = {target.name: report(target, args) for target in targets}
         for target in targets:
             tree = baseline.path if baseline and target.label != "new" else ROOT

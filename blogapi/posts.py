@@ -10,7 +10,6 @@ from fastapi import (
     HTTPException,
     Path,
     Query,
-    Request,
     Response,
     status,
 )
@@ -189,11 +188,13 @@ LIST_PATH = "/posts/"
 async def list_posts(
     user: CurrentUser,
     session: SessionDep,
-    request: Request,
     response: Response,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
     skip: Annotated[
-        int, Query(ge=0, le=MAX_ID, description="Posts to leave out; not with `cursor`")
+        int,
+        Query(
+            ge=0, le=MAX_ID, description="Posts to leave out; above 0 not with `cursor`"
+        ),
     ] = 0,
     search: Annotated[
         str,
@@ -214,7 +215,7 @@ async def list_posts(
 ) -> Sequence[Post]:
     params: dict[str, Any] = {"viewer_id": user.id, "limit": limit + 1}
     if cursor:
-        if "skip" in request.query_params:
+        if skip:
             raise invalid_query("skip", "Pass either `cursor` or `skip`, not both")
         statement = LIST_SEARCH_AFTER if search else LIST_AFTER
         params |= NEWEST_FIRST.params(cursor)
