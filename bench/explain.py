@@ -4,7 +4,8 @@
     python bench/explain.py large --prepared   # as with DB_PREPARED_STATEMENTS=1
 
 The statements are blogapi.posts' LIST_PAGE and LIST_SEARCH (a page of posts joined to
-their owners), compiled for SQLAlchemy's psycopg dialect, so the SQL is the app's own,
+their owners), and LIST_AFTER and LIST_SEARCH_AFTER with a cursor 99% of the way down
+the posts (the deep page of bench/load.py's `list_deep`), compiled for SQLAlchemy's psycopg dialect, so the SQL is the app's own,
 with its parameter casts. By default the app lets psycopg bind the values on the server
 without a named prepared statement, so PostgreSQL plans each run for its values: here
 EXPLAIN (ANALYZE, BUFFERS) runs the statement through psycopg with the same values.
@@ -26,16 +27,54 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SECRET_KEY", "bench-secret-key-" + "x" * 32)
 
-from blogapi.posts import LIST_PAGE, LIST_SEARCH, contains_pattern
+from blogapi.posts import (
+    LIST_AFTER,
+    LIST_PAGE,
+    LIST_SEARCH,
+    LIST_SEARCH_AFTER,
+    NEWEST_FIRST,
+    Post,
+    contains_pattern,
+)
 
-PAGE = {"viewer_id": 1, "limit": 10, "skip": 0}
-STATEMENTS = {
-    "list: GET /posts/?limit=10": (LIST_PAGE, PAGE),
-    f"list_search: GET /posts/?limit=10&search={SEARCH_WORD}": (
-        LIST_SEARCH,
-        {**PAGE, "pattern": contains_pattern(SEARCH_WORD)},
-    ),
-}
+PAGE = {"viewer_id": 1, "limit": 11}
+SEARCH = {"pattern": contains_pattern(SEARCH_WORD)}
+DEEP = 0.99
+"""How far down the posts the deep page starts."""
+
+
+def deep_cursor(cursor: psycopg.Cursor) -> str:
+    """The cursor of the post DEEP of the way down the posts, newest first."""
+    cursor.execute("SELECT count(*) FROM posts")
+    (posts,) = cursor.fetchone()
+    cursor.execute(
+        "SELECT created_at, id FROM posts ORDER BY created_at DESC, id DESC "
+        "OFFSET %s LIMIT 1",
+        (int(posts * DEEP),),
+    )
+    created_at, post_id = cursor.fetchone()
+    return NEWEST_FIRST.cursor(Post(id=post_id, created_at=created_at))
+
+
+def statements(cursor: psycopg.Cursor) -> dict[str, tuple[Select, dict]]:
+    after = NEWEST_FIRST.params(deep_cursor(cursor))
+    return {
+        "list: GET /posts/?limit=10": (LIST_PAGE, {**PAGE, "skip": 0}),
+        f"list_search: GET /posts/?limit=10&search={SEARCH_WORD}": (
+            LIST_SEARCH,
+            {**PAGE, "skip": 0, **SEARCH},
+        ),
+        "list_deep: GET /posts/?limit=10&cursor=(99% down)": (
+            LIST_AFTER,
+            {**PAGE, **after},
+        ),
+        f"list_search_deep: GET /posts/?limit=10&search={SEARCH_WORD}&cursor=(99% down)": (
+            LIST_SEARCH_AFTER,
+            {**PAGE, **SEARCH, **after},
+        ),
+    }
+
+
 EXPLAIN = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "
 RUNS_BEFORE = 6
 
@@ -74,7 +113,7 @@ def main() -> None:
         ) as connection,
         connection.cursor() as cursor,
     ):
-        for title, (statement, params) in STATEMENTS.items():
+        for title, (statement, params) in statements(cursor).items():
             explain(cursor, statement, params)
             print(f"--- {title}, user 1, at {args.size}")
             print("\n".join(row[0] for row in cursor.fetchall()))

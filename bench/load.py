@@ -62,6 +62,10 @@ READER = "user1@bench.example"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 COURSE_TARGET = 1.5
 """The issue's target: blogapi's `POST /posts/` throughput at least this times the course app's."""
+DEEP = 0.99
+"""How far down the reader's posts `list_deep` reads: past about 99,000 of 100,000."""
+DEEP_TARGET = 1.5
+"""The issue's target: `list_deep`'s p50 at most this times `list`'s."""
 
 
 @dataclass
@@ -85,6 +89,9 @@ def scenarios(size: str) -> list[Scenario]:
         Scenario("root", "GET", "/"),
         Scenario("list", "GET", "/posts/?limit=10"),
         Scenario("list_search", "GET", f"/posts/?limit=10&search={SEARCH_WORD}"),
+        # 99% of the way down the reader's posts, by cursor and by skip: see deep_page().
+        Scenario("list_deep", "GET", "/posts/?limit=10&cursor={cursor}"),
+        Scenario("list_skip_deep", "GET", "/posts/?limit=10&skip={skip}"),
         Scenario("one", "GET", f"/posts/{recent_post}"),
         Scenario("create_post", "POST", "/posts/", post_body, json_type, writes=True),
         Scenario("vote", "POST", "/vote/", None, json_type, writes=True, voting=True),
@@ -117,6 +124,9 @@ class Target:
     (bench/course_app.py, with --course)."""
     reader: str = ""
     writers: list[str] = field(default_factory=list)
+    deep: dict[str, str] = field(default_factory=dict)
+    """The `cursor` and `skip` of the deep page, once deep_page() found them; none on a
+    server whose code has no cursors."""
     results: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -126,7 +136,11 @@ class Target:
     def scenarios(self) -> dict[str, Scenario]:
         if self.label == "course":
             return course_scenarios(self.size)
-        return {s.name: s for s in scenarios(self.size)}
+        return {
+            s.name: replace(s, path=s.path.format(**self.deep))
+            for s in scenarios(self.size)
+            if "{" not in s.path or self.deep
+        }
 
 
 def free_port() -> int:
@@ -326,6 +340,27 @@ def launch(
     return target
 
 
+def deep_page(target: Target) -> dict[str, str]:
+    """The deep page's `skip` (DEEP of the posts the reader sees) and the `cursor` of the
+    same page, from the `Link` header after the post just above it; none if the server
+    sends no such header (a baseline from before cursors)."""
+    with psycopg.connect(dsn(target.url)) as connection:
+        (visible,) = connection.execute(
+            "SELECT count(*) FROM posts p JOIN users u ON u.email = %s "
+            "WHERE p.published OR p.owner_id = u.id",
+            (READER,),
+        ).fetchone()
+    skip = int(visible * DEEP)
+    request = urllib.request.Request(
+        f"{target.base}/posts/?limit=1&skip={skip - 1}",
+        headers={"Authorization": f"Bearer {target.reader}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        link = response.headers.get("Link", "")
+    found = re.search(r"[?&]cursor=([^&>]+)", link)
+    return {"cursor": found.group(1), "skip": str(skip)} if found else {}
+
+
 def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
     env = server_env(url)
     env.setdefault("BCRYPT_ROUNDS", "12")
@@ -337,6 +372,7 @@ def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
         register_and_login(target.base, f"load-{i}@load.example.com", PASSWORD)
         for i in range(WRITERS)
     ]
+    target.deep = deep_page(target)
     return target
 
 
@@ -444,6 +480,7 @@ def report(target: Target, args: argparse.Namespace) -> dict:
         "server": target.label,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "connections": args.connections,
         "bcrypt_rounds": int(os.environ.get("BCRYPT_ROUNDS", "12")),
         "scenarios": target.results,
@@ -456,6 +493,7 @@ def print_report(result: dict) -> None:
     print(
         f"\n{result['size']}, {result['server']} at {result['commit']} "
         f"({result['when']}, {result['duration_s']} s per scenario, "
+        f"the median of {result['rounds']} rounds, "
         f"BCRYPT_ROUNDS={result['bcrypt_rounds']})"
     )
     print(
@@ -471,6 +509,13 @@ def print_report(result: dict) -> None:
     s = result["scenarios"]
     if "list" in s and "root" in s:
         print(f"list/root throughput: {s['list']['rps'] / s['root']['rps']:.0%}")
+    for deep in ("list_deep", "list_skip_deep"):
+        if deep in s and "list" in s:
+            print(
+                f"{deep} p50 {s[deep]['p50_ms']:.1f} ms beside list's "
+                f"{s['list']['p50_ms']:.1f} ms: x{s[deep]['p50_ms'] / s['list']['p50_ms']:.2f}"
+                + (f" (target <= {DEEP_TARGET})" if deep == "list_deep" else "")
+            )
     print(
         f"worker RSS after the run: {result['rss_mb']} MB (peak {result['peak_rss_mb']} MB)"
     )
@@ -478,7 +523,7 @@ def print_report(result: dict) -> None:
 
 def print_ratios(small: dict, large: dict) -> None:
     print(f"\nlarge / small ({small['server']})")
-    for name in ("list", "list_search", "one"):
+    for name in ("list", "list_search", "list_deep", "one"):
         if name in small["scenarios"] and name in large["scenarios"]:
             a, b = small["scenarios"][name], large["scenarios"][name]
             print(
@@ -555,6 +600,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--only", nargs="*", help="run only these scenarios")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the scenarios this many times in turn and report each one's median "
+        "run by p50: steadier on a shared machine",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="REV",
         help="also run git revision REV of this repository, side by side",
@@ -572,7 +624,9 @@ def main() -> None:
     if changed:
         print(changed)
     servers = len(args.sizes) * (2 if args.baseline else 1)
-    runs = len([s for s in scenarios("small") if not args.only or s.name in args.only])
+    runs = args.rounds * len(
+        [s for s in scenarios("small") if not args.only or s.name in args.only]
+    )
     minutes = servers * (4 * 2 + runs * (args.duration + 2)) / 60
     print(f"{servers} servers, {runs} scenarios each: about {minutes:.0f} min of load")
     if args.course:
@@ -603,22 +657,31 @@ def main() -> None:
             if args.course:
                 targets.append(start_course(targets[-2 if baseline else -1]))
         for target in targets:
-            for warm_up in ("root", "list", "list_search", "one"):
+            for warm_up in ("root", "list", "list_search", "list_deep", "one"):
                 if warm_up in target.scenarios():
                     run_wrk(target, target.scenarios()[warm_up], 2, args)
-        for scenario in scenarios("small"):
-            if args.only and scenario.name not in args.only:
-                continue
-            for target in targets:
-                run = target.scenarios().get(scenario.name)
-                if run is None:
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(args.rounds):
+            for scenario in scenarios("small"):
+                if args.only and scenario.name not in args.only:
                     continue
-                settle(target)
-                target.results[run.name] = run_wrk(target, run, args.duration, args)
-                rps = target.results[run.name]["rps"]
-                print(
-                    f"  {target.name:<14} {run.name:<12} {rps:>7.0f} req/s", flush=True
-                )
+                for target in targets:
+                    run = target.scenarios().get(scenario.name)
+                    if run is None:
+                        continue
+                    settle(target)
+                    result = run_wrk(target, run, args.duration, args)
+                    runs.setdefault((target.name, run.name), []).append(result)
+                    print(
+                        f"  {target.name:<14} {run.name:<12} {result['rps']:>7.0f} req/s"
+                        f"  p50 {result['p50_ms']:.1f} ms",
+                        flush=True,
+                    )
+        for target in targets:
+            for (name, scenario_name), done in runs.items():
+                if name == target.name:
+                    done.sort(key=lambda r: r["p50_ms"])
+                    target.results[scenario_name] = done[len(done) // 2]
         results = {target.name: report(target, args) for target in targets}
         for target in targets:
             tree = baseline.path if baseline and target.label != "new" else ROOT

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     host: str = ""
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=os.cpu_count() or 1, ge=1)
+    public_url: str = ""
+    """Where clients reach the site, e.g. `https://blog.example.com`: links the API hands
+    out are built on it (relative when it is empty), never on a request's Host."""
 
     @field_validator("database_url")
     @classmethod
@@ -63,6 +66,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def check_public_url(cls, url: str) -> str:
+        """An http(s) URL with no trailing slash, so `f"{public_url}/path"` is right."""
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(
+                "PUBLIC_URL must start with http:// or https://, "
+                "e.g. https://blog.example.com"
+            )
+        return url.rstrip("/")
 
     @field_validator("secret_key")
     @classmethod

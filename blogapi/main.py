@@ -62,6 +62,8 @@ def create_app() -> FastAPI:
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
+        # A front end on another origin reads the next page's URL from it.
+        expose_headers=["Link"],
     )
     app.add_middleware(OptionalTrailingSlash)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

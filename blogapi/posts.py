@@ -4,7 +4,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    HTTPException,
+    Path,
+    Query,
+    Response,
+    status,
+)
 from sqlalchemy import BindParameter, ColumnElement, Index, Integer, bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
@@ -14,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
+from blogapi.paging import CURSOR_MAX_CHARS, invalid_query, newest_first
 from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
 
 TITLE_MAX_CHARS = 300
@@ -111,20 +120,20 @@ _VIEWER = bindparam("viewer_id", type_=Integer)
 _WITH_OWNER = (
     select(Post)
     .join(Post.owner)
-    .options(contains_eager(Post.owner).load_only(User.email, User.created_at))
+    .options(contains_eager(Post.owner).load_only(User.created_at))
     .where(visible_to(_VIEWER))
 )
 _ONE_POST = _WITH_OWNER.where(col(Post.id) == bindparam("post_id", type_=Integer))
-_PAGE = (
-    _WITH_OWNER.order_by(col(Post.created_at).desc(), col(Post.id).desc())
-    .limit(bindparam("limit", type_=Integer))
-    .offset(bindparam("skip", type_=Integer))
+NEWEST_FIRST = newest_first(col(Post.created_at), col(Post.id))
+_PAGE = _WITH_OWNER.order_by(*NEWEST_FIRST.order).limit(
+    bindparam("limit", type_=Integer)
 )
+_TITLE_MATCHES = col(Post.title).ilike(bindparam("pattern"), escape=_LIKE_ESCAPE)
 # bench/explain.py shows these plans.
-LIST_PAGE = _PAGE
-LIST_SEARCH = _PAGE.where(
-    col(Post.title).ilike(bindparam("pattern"), escape=_LIKE_ESCAPE)
-)
+LIST_PAGE = _PAGE.offset(bindparam("skip", type_=Integer))
+LIST_SEARCH = LIST_PAGE.where(_TITLE_MATCHES)
+LIST_AFTER = _PAGE.where(NEWEST_FIRST.after)
+LIST_SEARCH_AFTER = LIST_AFTER.where(_TITLE_MATCHES)
 
 
 PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -156,14 +165,37 @@ async def get_owned_post(user: CurrentUser, post: VisiblePost) -> Post:
 OwnedPost = Annotated[Post, Depends(get_owned_post)]
 
 router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(401))
+LIST_PATH = "/posts/"
 
 
-@router.get("", response_model=list[PostPublic], summary="List posts, newest first")
+@router.get(
+    "",
+    response_model=list[PostPublic],
+    summary="List posts, newest first",
+    responses={
+        200: {
+            "headers": {
+                "Link": {
+                    "description": 'When more posts follow: `<URL>; rel="next"`, the '
+                    "URL of the next page (relative, or on PUBLIC_URL), with the same "
+                    "`limit` and `search` and a `cursor`",
+                    "schema": {"type": "string"},
+                }
+            }
+        }
+    },
+)
 async def list_posts(
     user: CurrentUser,
     session: SessionDep,
+    response: Response,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
-    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    skip: Annotated[
+        int,
+        Query(
+            ge=0, le=MAX_ID, description="Posts to leave out; above 0 not with `cursor`"
+        ),
+    ] = 0,
     search: Annotated[
         str,
         Query(
@@ -172,11 +204,29 @@ async def list_posts(
             description="Only posts whose title contains this, ignoring case",
         ),
     ] = "",
+    cursor: Annotated[
+        str,
+        Query(
+            max_length=CURSOR_MAX_CHARS,
+            description="Where the page starts: the one in the previous page's `Link` "
+            "header (opaque; a malformed one is a 422)",
+        ),
+    ] = "",
 ) -> Sequence[Post]:
-    statement, params = LIST_PAGE, {"viewer_id": user.id, "limit": limit, "skip": skip}
+    params: dict[str, Any] = {"viewer_id": user.id, "limit": limit + 1}
+    if cursor:
+        if skip:
+            raise invalid_query("skip", "Pass either `cursor` or `skip`, not both")
+        statement = LIST_SEARCH_AFTER if search else LIST_AFTER
+        params |= NEWEST_FIRST.params(cursor)
+    else:
+        statement = LIST_SEARCH if search else LIST_PAGE
+        params["skip"] = skip
+    query: dict[str, str | int] = {"limit": limit}
     if search:
-        statement, params["pattern"] = LIST_SEARCH, contains_pattern(search)
-    return (await session.exec(statement, params=params)).all()
+        params["pattern"], query["search"] = contains_pattern(search), search
+    rows = (await session.exec(statement, params=params)).all()
+    return NEWEST_FIRST.page(rows, limit, response, LIST_PATH, query)
 
 
 @router.post(

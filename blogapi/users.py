@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any
 
+import pydantic
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
@@ -85,9 +86,21 @@ class User(UserBase, table=True):
 
 
 class UserPublic(SQLModel):
+    """A user as others see them: no email."""
+
     id: int
-    email: str
     created_at: datetime
+
+
+class UserSelf(UserPublic):
+    """A user as they see themselves: with their email."""
+
+    email: str
+
+
+def may_see_email(viewer: User, user: User) -> bool:
+    """Whether `viewer` may read `user`'s email: their own only."""
+    return viewer.id == user.id
 
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
@@ -163,7 +176,7 @@ router = APIRouter(prefix="/users", tags=["users"])
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    response_model=UserPublic,
+    response_model=UserSelf,
     summary="Register a user",
     responses=error_responses(400, 409),
 )
@@ -183,7 +196,7 @@ async def create_user(body: UserCreate, session: SessionDep) -> User:
 
 @router.get(
     "/me",
-    response_model=UserPublic,
+    response_model=UserSelf,
     summary="The signed-in user",
     responses=error_responses(401),
 )
@@ -193,12 +206,19 @@ async def read_me(user: CurrentUser) -> User:
 
 @router.get(
     "/{user_id}",
-    response_model=UserPublic,
+    # Left to right: a response with an email is UserSelf, one without is UserPublic.
+    response_model=Annotated[
+        UserSelf | UserPublic, pydantic.Field(union_mode="left_to_right")
+    ],
     summary="One user",
+    description="With the email only when it is the signed-in user's own.",
     responses=error_responses(401, 404),
 )
-async def read_user(_: CurrentUser, user_id: UserId, session: SessionDep) -> User:
+async def read_user(
+    viewer: CurrentUser, user_id: UserId, session: SessionDep
+) -> UserPublic:
     user = (await session.exec(_USER, params={"user_id": user_id})).first()
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
-    return user
+    shown = UserSelf if may_see_email(viewer, user) else UserPublic
+    return shown.model_validate(user)

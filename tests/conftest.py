@@ -26,13 +26,10 @@ os.environ["BCRYPT_ROUNDS"] = "4"
 os.environ.pop("CORS_ORIGINS", None)
 
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from blogapi.main import app
 from blogapi.server import migrate
-from tests.factories import engine
-
-TABLES = ("votes", "posts", "users", "revoked_tokens")
+from tests.factories import empty_tables
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,15 +40,7 @@ def schema() -> None:
 @pytest.fixture(autouse=True)
 def empty_database(schema: None) -> None:
     """Empty every table before the test, so a run that was cut short leaves no trace."""
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
-            )
-        else:
-            for table in TABLES:
-                connection.execute(text(f"DELETE FROM {table}"))
-            connection.execute(text("DELETE FROM sqlite_sequence"))
+    empty_tables()
 
 
 @pytest.fixture

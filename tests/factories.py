@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 from fastapi.testclient import TestClient
 from httpx import Client, Response
+from sqlalchemy import text
 from sqlmodel import Session, col, delete, func, select, update
 
 from blogapi.config import settings
@@ -34,6 +35,19 @@ PASSWORD = "correct horse battery"
 engine = build_sync_engine(settings.database_url)
 """The tests' own way into the database, beside the app's async engine."""
 _serial = count(1)
+TABLES = ("votes", "posts", "users", "revoked_tokens")
+
+
+def empty_tables() -> None:
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+            )
+        else:
+            for table in TABLES:
+                connection.execute(text(f"DELETE FROM {table}"))
+            connection.execute(text("DELETE FROM sqlite_sequence"))
 
 
 def create_user(
@@ -43,6 +57,11 @@ def create_user(
     response = client.post("/users/", json={"email": email, "password": password})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def as_others_see(user: dict) -> dict:
+    """A registered user as other users and every post's `owner` show them: no email."""
+    return {"id": user["id"], "created_at": user["created_at"]}
 
 
 def login(client: Client, email: str, password: str = PASSWORD) -> dict[str, str]:

@@ -8,6 +8,7 @@ loopback server under test: any other host is blocked and fails the test.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -238,12 +239,23 @@ def test_register_authorize_post_and_list_in_swagger_ui(
     )
     post = json.loads(execute(live_server, create, "POST", "/posts", 201))
     assert post["title"] == TITLE
-    assert post["owner"]["email"] == EMAIL
+    assert post["owner"] == {"id": user["id"], "created_at": user["created_at"]}
 
     listing = operation(page, "posts", "list_posts_posts_get")
     posts = json.loads(execute(live_server, listing, "GET", "/posts", 200))
     assert [p["id"] for p in posts] == [post["id"]]
     expect(listing.locator(".live-responses-table")).to_contain_text(TITLE)
+
+    newer = json.loads(execute(live_server, create, "POST", "/posts", 201))
+    listing.locator('tr[data-param-name="limit"] input').fill("1")
+    first = json.loads(execute(live_server, listing, "GET", "/posts", 200))
+    assert [p["id"] for p in first] == [newer["id"]]
+    shown = listing.locator(".live-responses-table")
+    expect(shown).to_contain_text('rel="next"')
+    cursor = re.search(r"cursor=([\w-]+)", shown.inner_text()).group(1)
+    listing.locator('tr[data-param-name="cursor"] input').fill(cursor)
+    second = json.loads(execute(live_server, listing, "GET", "/posts", 200))
+    assert [p["id"] for p in second] == [post["id"]]
 
 
 def test_redoc_renders(page: Page, live_server: LiveServer) -> None:

@@ -20,6 +20,7 @@ from blogapi.posts import (
 )
 from blogapi.users import TokenClaims, User, get_current_user
 from tests.factories import (
+    as_others_see,
     assert_invalid,
     assert_unauthorized,
     create_post,
@@ -68,7 +69,7 @@ def test_create_returns_the_full_post(client: TestClient) -> None:
     assert post["content"] == "World"
     assert post["published"] is True
     assert post["owner_id"] == me["id"]
-    assert post["owner"] == me
+    assert post["owner"] == as_others_see(me)
     assert post["votes"] == 0
     created_at = datetime.fromisoformat(post["created_at"])
     assert created_at.utcoffset() == timedelta(0)
@@ -157,7 +158,7 @@ def test_server_owned_fields_are_ignored_on_create(
 
     assert post["id"] != 999
     assert post["owner_id"] == me["id"]
-    assert post["owner"] == me
+    assert post["owner"] == as_others_see(me)
     assert post["votes"] == 0
     assert not post["created_at"].startswith("2000")
     assert "unknown" not in post

@@ -49,11 +49,15 @@ def test_reads_run_a_fixed_number_of_statements(client: TestClient) -> None:
             for voter in owners[: i % 3 + 1]:
                 assert vote(client, voter, post["id"]).status_code == 201
     reader = owners[0]
+    after_one = client.get("/posts/?limit=1", headers=reader).links["next"]["url"]
+    cursor = after_one.split("cursor=")[1]
     reads = {
         "/posts/?limit=1": 1,
         "/posts/?limit=100": 100,
         "/posts/?limit=100&search=post": 100,
         "/posts/?limit=100&search=nothing-has-this": 0,
+        f"/posts/?limit=100&cursor={cursor}": 99,
+        f"/posts/?limit=100&search=post&cursor={cursor}": 99,
         f"/posts/{posts[-1]['id']}": None,
     }
     counts = {}

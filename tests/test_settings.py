@@ -260,6 +260,7 @@ def test_listed_origins_get_credentials(monkeypatch: pytest.MonkeyPatch) -> None
 
     assert allowed["access-control-allow-origin"] == "https://b.example"
     assert allowed["access-control-allow-credentials"] == "true"
+    assert allowed["access-control-expose-headers"] == "Link"
     assert "access-control-allow-origin" not in other
     assert preflight(client, "https://a.example")[
         "access-control-allow-credentials"
@@ -287,3 +288,31 @@ def test_no_origins_means_no_cors_headers(monkeypatch: pytest.MonkeyPatch) -> No
     headers = client.get("/", headers={"Origin": "https://a.example"}).headers
 
     assert "access-control-allow-origin" not in headers
+
+
+# PUBLIC_URL
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("", ""),
+        ("https://blog.example.com", "https://blog.example.com"),
+        ("https://blog.example.com/", "https://blog.example.com"),
+        ("http://example.com/blog/", "http://example.com/blog"),
+    ],
+)
+def test_public_url_loses_its_trailing_slash(
+    monkeypatch: pytest.MonkeyPatch, given: str, used: str
+) -> None:
+    monkeypatch.setenv("PUBLIC_URL", given)
+
+    assert load().public_url == used
+
+
+@pytest.mark.parametrize("given", ["blog.example.com", "ftp://blog.example.com", "/"])
+def test_public_url_must_be_http(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    monkeypatch.setenv("PUBLIC_URL", given)
+
+    with pytest.raises(ValidationError, match="PUBLIC_URL must start with http"):
+        load()

@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 from blogapi.users import User
 from tests.factories import (
     PASSWORD,
+    as_others_see,
     assert_invalid,
     assert_unauthorized,
     count_vote_rows,
@@ -182,7 +183,46 @@ def test_read_a_user_by_id(client: TestClient) -> None:
     response = client.get(f"/users/{other['id']}", headers=headers)
 
     assert response.status_code == 200
-    assert response.json() == other
+    assert response.json() == as_others_see(other)
+
+
+def test_only_the_user_themselves_sees_their_email(client: TestClient) -> None:
+    me, headers = create_user_and_login(client)
+    other, theirs = create_user_and_login(client)
+    post = create_post(client, theirs)
+
+    own = client.get(f"/users/{me['id']}", headers=headers)
+    someone_else = client.get(f"/users/{other['id']}", headers=headers)
+    their_post = client.get(f"/posts/{post['id']}", headers=headers)
+    listed = client.get("/posts/", headers=headers)
+
+    assert own.status_code == 200 and own.json() == me
+    assert someone_else.json() == as_others_see(other)
+    assert their_post.json()["owner"] == as_others_see(other)
+    assert listed.json()[0]["owner"] == as_others_see(other)
+    assert other["email"] not in someone_else.text + their_post.text + listed.text
+
+
+def test_openapi_shows_emails_only_in_a_users_own_view(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    models, paths = schema["components"]["schemas"], schema["paths"]
+
+    def response_schema(path: str, method: str, code: str) -> dict:
+        return paths[path][method]["responses"][code]["content"]["application/json"][
+            "schema"
+        ]
+
+    assert set(models["UserPublic"]["properties"]) == {"id", "created_at"}
+    assert set(models["UserSelf"]["properties"]) == {"id", "created_at", "email"}
+    assert models["PostPublic"]["properties"]["owner"] == {
+        "$ref": "#/components/schemas/UserPublic"
+    }
+    self_ref = {"$ref": "#/components/schemas/UserSelf"}
+    assert response_schema("/users", "post", "201") == self_ref
+    assert response_schema("/users/me", "get", "200") == self_ref
+    one_user = response_schema("/users/{user_id}", "get", "200")
+    assert one_user["anyOf"] == [self_ref, {"$ref": "#/components/schemas/UserPublic"}]
+    assert "own" in paths["/users/{user_id}"]["get"]["description"]
 
 
 def test_read_a_missing_user_is_404(client: TestClient) -> None:

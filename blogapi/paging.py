@@ -1,0 +1,129 @@
+"""Keyset paging: a list's order by a unique key, opaque cursors naming a position in
+it, and the RFC 8288 `Link` header that leads from a page to the next one.
+
+A cursor is the base64url text of the last row's key as JSON: the next page starts
+after that row however many rows were added or deleted meanwhile, and the database finds
+it through the key's index instead of walking every row before it, as an offset does.
+"""
+
+import base64
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar, cast
+from urllib.parse import urlencode
+
+from fastapi import Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
+from sqlalchemy import ColumnElement, bindparam, tuple_
+from sqlalchemy.orm import Mapped, QueryableAttribute
+
+from blogapi.config import settings
+from blogapi.db import MAX_ID
+
+CURSOR_MAX_CHARS = 200
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Timestamp out of range") from None
+
+
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+Key = TypeVar("Key", bound=tuple[Any, ...])
+Row = TypeVar("Row")
+
+
+class Keyset(Generic[Key]):
+    """A list ordered by `columns`, which together are unique, and its cursors.
+
+    `Key` is the tuple type of the columns' values, with the bounds a cursor's values must
+    keep (a forged one gets a 422, never a database error).
+    """
+
+    def __init__(
+        self,
+        key: Any,
+        *columns: Mapped[Any],
+        descending: bool = False,
+    ) -> None:
+        self._key: TypeAdapter[Key] = TypeAdapter(key)
+        # What sqlmodel.col() types as Mapped is the model's attribute.
+        self._columns = [cast(QueryableAttribute[Any], column) for column in columns]
+        self._names = [f"after_{column.key}" for column in self._columns]
+        self.order = [column.desc() if descending else column for column in columns]
+        """The ORDER BY clauses."""
+        bound = [
+            bindparam(name, type_=column.type)
+            for name, column in zip(self._names, self._columns, strict=True)
+        ]
+        left, right = (
+            (columns[0], bound[0])
+            if len(columns) == 1
+            else (tuple_(*columns), tuple_(*bound))
+        )
+        self.after: ColumnElement[bool] = left < right if descending else left > right
+        """The rows after the position that `params` binds."""
+
+    def cursor(self, row: object) -> str:
+        """The cursor naming `row`'s position: the next page starts after it."""
+        key = cast(Key, tuple(getattr(row, column.key) for column in self._columns))
+        return base64.urlsafe_b64encode(self._key.dump_json(key)).decode().rstrip("=")
+
+    def params(self, cursor: str) -> dict[str, Any]:
+        """The values `after` binds for `cursor`; a malformed cursor is a 422."""
+        try:
+            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            key = self._key.validate_json(text)
+        except ValueError:  # bad base64 or JSON, or values out of bounds
+            raise invalid_query(
+                "cursor", "Malformed cursor: pass one from a Link header"
+            ) from None
+        return dict(zip(self._names, key, strict=True))
+
+    def page(
+        self,
+        rows: Sequence[Row],
+        limit: int,
+        response: Response,
+        path: str,
+        query: Mapping[str, str | int],
+    ) -> Sequence[Row]:
+        """The first `limit` of `rows` (fetch one more to tell whether more follow);
+        when more do, a `Link` header to the page after them: `path` with `query` and
+        the cursor."""
+        if len(rows) <= limit:
+            return rows
+        page = rows[:limit]
+        url = next_page_url(path, {**query, "cursor": self.cursor(page[-1])})
+        response.headers["Link"] = f'<{url}>; rel="next"'
+        return page
+
+
+def newest_first(
+    created_at: Mapped[datetime], row_id: Mapped[int | None]
+) -> Keyset[tuple[datetime, int]]:
+    """Newest first, the highest id first among rows created at the same moment."""
+    return Keyset(tuple[Moment, RowId], created_at, row_id, descending=True)
+
+
+def id_ascending(row_id: Mapped[int | None]) -> Keyset[tuple[int]]:
+    """Oldest id first."""
+    return Keyset(tuple[RowId], row_id)
+
+
+def invalid_query(parameter: str, message: str) -> RequestValidationError:
+    """A 422 about a query parameter, in the shape of FastAPI's own."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", parameter), "msg": message}]
+    )
+
+
+def next_page_url(path: str, query: Mapping[str, str | int]) -> str:
+    """Relative, or on PUBLIC_URL when it is set: never on the request's Host or
+    forwarded headers, which a client or a proxy may have rewritten."""
+    return f"{settings.public_url}{path}?{urlencode(query)}"
