@@ -28,7 +28,7 @@ os.environ.setdefault("SECRET_KEY", "bench-secret-key-" + "x" * 32)
 
 from blogapi.posts import LIST_PAGE, LIST_SEARCH, contains_pattern
 
-PAGE = {"viewer_id": 1, "limit": 10, "skip": 0}
+PAGE = {"viewer_id": 1, "viewer_is_admin": False, "limit": 10, "skip": 0}
 STATEMENTS = {
     "list: GET /posts/?limit=10": (LIST_PAGE, PAGE),
     f"list_search: GET /posts/?limit=10&search={SEARCH_WORD}": (

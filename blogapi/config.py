@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     host: str = ""
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=os.cpu_count() or 1, ge=1)
+    public_url: str | None = None
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    emails_from: str = ""
+    reset_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
     @field_validator("database_url")
     @classmethod
@@ -64,6 +72,17 @@ class Settings(BaseSettings):
                 f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters "
                 "(only SQLite may leave it unset); generate one with: "
                 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        return self
+
+    @model_validator(mode="after")
+    def require_email_settings(self) -> "Settings":
+        """Reset links need the site's address and a sender once email is on."""
+        if self.smtp_host and not (self.public_url and self.emails_from):
+            raise ValueError(
+                "SMTP_HOST is set, so PUBLIC_URL (the site that shows the password "
+                "reset form, e.g. https://blog.example.com) and EMAILS_FROM (the "
+                "sender, e.g. blog@example.com) must be set too"
             )
         return self
 

@@ -3,7 +3,7 @@
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import jwt
 from passlib.context import CryptContext
@@ -19,7 +19,12 @@ TOKEN_MAX_CHARS = 1024
 """Ours are about 250; anything much longer is not one of them."""
 
 _passwords = CryptContext(schemes=["bcrypt"], bcrypt__rounds=settings.bcrypt_rounds)
-_DUMMY_HASH = _passwords.hash("not a real password")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Hashed on first use, not at import: importing blogapi hashes no password."""
+    return _passwords.hash("not a real password")
 
 
 def hash_password(password: str) -> str:
@@ -30,7 +35,7 @@ def verify_password(password: str, password_hash: str | None) -> bool:
     """Check a password; with no hash, spend the same time and fail, so emails can't be probed."""
     hashable = "\0" not in password and len(password.encode()) <= BCRYPT_MAX_BYTES
     matches = _passwords.verify(
-        password if hashable else "", password_hash or _DUMMY_HASH
+        password if hashable else "", password_hash or _dummy_hash()
     )
     return hashable and password_hash is not None and matches
 

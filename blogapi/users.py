@@ -79,6 +79,8 @@ class User(UserBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     password_hash: str
     token_version: int = Field(default=0, description="Raised to revoke every token")
+    is_admin: bool = False
+    is_active: bool = Field(default=True, description="False: tokens and login refused")
     created_at: datetime = Field(
         default_factory=utc_now, sa_type=UTCDateTime, nullable=False
     )
@@ -107,11 +109,13 @@ TokenClaims = Annotated[AccessClaims, Depends(get_token_claims)]
 
 TOKEN_IS_CURRENT = and_(
     col(User.id) == bindparam("user_id", type_=Integer),
+    col(User.is_active),
     col(User.token_version) == bindparam("version", type_=Integer),
     ~exists().where(col(RevokedToken.token_id) == bindparam("token_id")),
 )
-"""A users-table condition that holds for the token's user alone, while the token is
-neither revoked nor outdated by a password change; bind it with `token_params`."""
+"""A users-table condition that holds for the token's user alone, while the account is
+active and the token neither revoked nor outdated by a password change; bind it with
+`token_params`."""
 
 
 def token_params(claims: AccessClaims) -> dict[str, Any]:

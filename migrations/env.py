@@ -10,7 +10,8 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
-import blogapi.votes  # noqa: F401  (imports every table model)
+import blogapi.password_reset
+import blogapi.votes  # noqa: F401  (imports every other table model)
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
 

@@ -22,7 +22,7 @@ from blogapi.main import app
 from blogapi.server import migrate
 from tests.factories import engine
 
-TABLES = ("votes", "posts", "users", "revoked_tokens")
+TABLES = ("votes", "posts", "password_reset_tokens", "users", "revoked_tokens")
 
 
 @pytest.fixture(scope="session", autouse=True)
