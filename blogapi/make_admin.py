@@ -28,8 +28,8 @@ DONE, NO_SUCH_USER, DATABASE_NOT_READY = 0, 1, 3
 
 _SET_ADMIN = (
     update(User)
-    .where(col(User.email) == bindparam("email"))
-    .values(is_admin=bindparam("is_admin"))
+    .where(col(User.email) == bindparam("the_email"))
+    .values(is_admin=bindparam("make_admin"))
     .returning(col(User.id), col(User.is_active))
 )
 
@@ -64,7 +64,7 @@ def make_admin(argv: Sequence[str]) -> int:
                 )
                 return DATABASE_NOT_READY
             changed = connection.execute(
-                _SET_ADMIN, {"email": email, "is_admin": not args.revoke}
+                _SET_ADMIN, {"the_email": email, "make_admin": not args.revoke}
             ).first()
     except DBAPIError as error:
         if not is_unreachable(error):

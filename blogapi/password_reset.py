@@ -117,7 +117,7 @@ _SET_PASSWORD = (
     update(User)
     .where(col(User.id) == bindparam("user_id", type_=Integer), col(User.is_active))
     .values(
-        password_hash=bindparam("password_hash"),
+        password_hash=bindparam("new_hash"),
         token_version=User.token_version + 1,
     )
     .execution_options(**_NO_SYNC)
@@ -225,7 +225,7 @@ async def reset_password(body: PasswordReset, session: SessionDep) -> None:
     password_hash = await run_in_threadpool(hash_password, body.new_password)
     changed = await session.exec(
         _SET_PASSWORD,
-        params={"user_id": found.user_id, "password_hash": password_hash},
+        params={"user_id": found.user_id, "new_hash": password_hash},
     )
     if changed.rowcount == 0:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_TOKEN)

@@ -9,7 +9,10 @@ through `engine` below; `free_slots_during` watches the app's database slots.
 
 import base64
 import json
+import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
@@ -202,3 +205,29 @@ def assert_unauthorized(
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json() == {"detail": detail}
+
+
+def set_admin(user_id: int, is_admin: bool = True) -> None:
+    """Make a user an admin, as `python -m blogapi make-admin` does."""
+    with Session(engine) as session:
+        session.exec(
+            update(User).where(col(User.id) == user_id).values(is_admin=is_admin)
+        )
+        session.commit()
+
+
+def create_admin_and_login(client: Client) -> tuple[dict, dict[str, str]]:
+    user = create_user(client)
+    set_admin(user["id"])
+    return user, login(client, user["email"])
+
+
+@contextmanager
+def blogapi_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Let caplog see what blogapi logs: its logger does not propagate to the root's."""
+    logger = logging.getLogger("blogapi")
+    logger.addHandler(caplog.handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
