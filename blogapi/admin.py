@@ -32,6 +32,8 @@ class UserAccount(SQLModel):
 class UserAccountUpdate(SQLModel):
     """Fields left out keep their value; at least one must be sent."""
 
+    model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}
+
     is_active: bool = Field(
         default=None,
         description="false disables the account: its tokens stop working at once, "

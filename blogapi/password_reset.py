@@ -57,7 +57,9 @@ class PasswordResetToken(SQLModel, table=True):
 
 
 class PasswordRecovery(SQLModel):
-    email: EmailStr = Field(max_length=EMAIL_MAX_CHARS)
+    email: EmailStr = Field(
+        max_length=EMAIL_MAX_CHARS, schema_extra={"examples": ["ada@example.com"]}
+    )
 
 
 class RecoveryAccepted(SQLModel):
@@ -67,8 +69,20 @@ class RecoveryAccepted(SQLModel):
 
 
 class PasswordReset(SQLModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "token": "kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY",
+                    "new_password": "a new correct horse",
+                }
+            ]
+        }
+    }
+
     token: str = Field(
-        max_length=TOKEN_MAX_CHARS, description="The `token` of the emailed link"
+        max_length=TOKEN_MAX_CHARS,
+        description="The `token` of the emailed link",
     )
     new_password: NewPassword
 
