@@ -51,6 +51,14 @@ def make_admin(argv: Sequence[str]) -> int:
     """Run the command; its exit status."""
     args = parse_args(argv)
     email = normal_email(args.email)
+    database = settings.sqlite_path
+    if database is not None and not database.exists():
+        # Connecting would create an empty file there.
+        print(
+            f"There is no database at {database}: set DATABASE_URL to the server's.",
+            file=sys.stderr,
+        )
+        return DATABASE_NOT_READY
     engine = build_sync_engine(settings.database_url)
     try:
         with engine.begin() as connection:

@@ -133,7 +133,8 @@ def test_make_admin_refuses_a_database_behind_the_code_with_3(tmp_path: Path) ->
     assert "apply the migrations first" in done.stderr
 
 
-def test_make_admin_on_an_empty_database_says_so(tmp_path: Path) -> None:
+def test_make_admin_on_a_database_without_tables_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
 
     done = blogapi_command(
@@ -182,3 +183,18 @@ def test_make_admin_without_an_email_is_a_usage_error(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     assert "the following arguments are required: email" in done.stderr
+
+
+def test_make_admin_creates_no_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+
+    done = blogapi_command(
+        "make-admin", "ada@example.com", database_url=url, cwd=tmp_path
+    )
+
+    assert done.returncode == 3
+    assert done.stderr == (
+        f"There is no database at {tmp_path / 'missing.db'}: set DATABASE_URL to the "
+        "server's.\n"
+    )
+    assert list(tmp_path.iterdir()) == []
