@@ -37,7 +37,7 @@ from blogapi.posts import (
     contains_pattern,
 )
 
-PAGE = {"viewer_id": 1, "limit": 11}
+PAGE = {"viewer_id": 1, "viewer_is_admin": False, "limit": 11}
 SEARCH = {"pattern": contains_pattern(SEARCH_WORD)}
 DEEP = 0.99
 """How far down the posts the deep page starts."""

@@ -1,5 +1,5 @@
-"""`python -m blogapi`: apply the migrations, then serve the API (see blogapi.server)."""
+"""`python -m blogapi`: see blogapi.cli."""
 
-from blogapi.server import main
+from blogapi.cli import main
 
 main()

@@ -12,7 +12,7 @@ from sqlmodel import SQLModel, col, delete, select, update
 from blogapi.db import SessionDep, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import check_password, create_access_token
-from blogapi.throttle import LoginThrottle
+from blogapi.throttle import LoginThrottle, client_address, too_many_attempts
 from blogapi.tokens import RevokedToken
 from blogapi.users import (
     EMAIL_MAX_CHARS,
@@ -22,6 +22,8 @@ from blogapi.users import (
     normal_email,
     wrong_login,
 )
+
+ACCOUNT_DISABLED = "This account is disabled; ask an administrator to enable it"
 
 
 class Token(SQLModel):
@@ -33,7 +35,7 @@ async def get_login_throttle(request: Request) -> LoginThrottle:
     return request.app.state.login_throttle
 
 
-_LOGIN = select(User.id, User.password_hash, User.token_version).where(
+_LOGIN = select(User.id, User.password_hash, User.token_version, User.is_active).where(
     User.email == bindparam("email")
 )
 _REHASH = (
@@ -62,14 +64,10 @@ async def login(
     if len(form.username) > EMAIL_MAX_CHARS or "\0" in form.username:
         raise wrong_login()
     email = normal_email(form.username)
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     retry_after = await throttle.attempt(email, address)
     if retry_after is not None:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "Too many failed logins; try again later",
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise too_many_attempts(retry_after, "Too many failed logins")
     found = await session.exec(_LOGIN, params={"email": email})
     account = found.first()
     await session.close()  # the connection goes back to the pool before bcrypt runs
@@ -78,6 +76,9 @@ async def login(
     checked = await run_in_threadpool(check_password, form.password, password_hash)
     if account is None or not checked.matches:
         raise wrong_login()
+    if not account.is_active:
+        # Told only to someone who knows the password.
+        raise HTTPException(status.HTTP_403_FORBIDDEN, ACCOUNT_DISABLED)
     if checked.new_hash is not None:
         await session.exec(
             _REHASH,

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     public_url: str = ""
     """Where clients reach the site, e.g. `https://blog.example.com`: links the API hands
     out are built on it (relative when it is empty), never on a request's Host."""
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    emails_from: str = ""
+    reset_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
     @field_validator("database_url")
     @classmethod
@@ -93,6 +100,17 @@ class Settings(BaseSettings):
         if not self.is_sqlite:
             raise MissingSecretKey(SECRET_KEY_NEEDED)
         self.secret_key = _local_secret_key(self.sqlite_path)
+
+    @model_validator(mode="after")
+    def require_email_settings(self) -> "Settings":
+        """Reset links need the site's address and a sender once email is on."""
+        if self.smtp_host and not (self.public_url and self.emails_from):
+            raise ValueError(
+                "SMTP_HOST is set, so PUBLIC_URL (the site that shows the password "
+                "reset form, e.g. https://blog.example.com) and EMAILS_FROM (the "
+                "sender, e.g. blog@example.com) must be set too"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from blogapi import account, auth, health, posts, users, votes
+from blogapi import account, admin, auth, health, password_reset, posts, users, votes
 from blogapi.config import settings
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
@@ -30,6 +30,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await anyio.to_thread.run_sync(dummy_hash)
     app.state.engine = build_engine(settings.database_url)
     app.state.login_throttle = build_login_throttle()
+    app.state.recovery_throttle = app.state.login_throttle.for_purpose(
+        "password-recovery"
+    )
     app.state.schema = Schema.of_this_code(migrating=settings.migrate_on_start)
     try:
         async with anyio.create_task_group() as background:
@@ -76,7 +79,7 @@ def create_app() -> FastAPI:
     async def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    for feature in (auth, users, account, posts, votes, health):
+    for feature in (auth, users, account, password_reset, admin, posts, votes, health):
         app.include_router(feature.router)
     return app
 

@@ -1,5 +1,6 @@
 """The Post model family and the /posts router."""
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
@@ -13,7 +14,14 @@ from fastapi import (
     Response,
     status,
 )
-from sqlalchemy import BindParameter, ColumnElement, Index, Integer, bindparam, or_
+from sqlalchemy import (
+    Boolean,
+    Index,
+    Integer,
+    and_,
+    bindparam,
+    or_,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import contains_eager
 from sqlalchemy.orm.exc import StaleDataError
@@ -24,6 +32,8 @@ from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.paging import CURSOR_MAX_CHARS, invalid_query, newest_first
 from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
+
+log = logging.getLogger("blogapi")
 
 TITLE_MAX_CHARS = 300
 CONTENT_MAX_CHARS = 10_000
@@ -98,9 +108,24 @@ class PostPublic(PostBase):
     votes: int
 
 
-def visible_to(viewer_id: int | BindParameter[int]) -> ColumnElement[bool]:
-    """Published posts, and the viewer's own drafts."""
-    return or_(col(Post.published), col(Post.owner_id) == viewer_id)
+VIEWER = bindparam("viewer_id", type_=Integer)
+VIEWER_IS_ADMIN = bindparam("viewer_is_admin", type_=Boolean)
+
+VISIBLE = or_(
+    VIEWER_IS_ADMIN,
+    and_(
+        col(User.is_active),
+        or_(col(Post.published), col(Post.owner_id) == VIEWER),
+    ),
+)
+"""Which posts the viewer sees, in a statement that joins each post's owner: all of
+them for an admin; for anyone else, published posts and their own drafts, of active
+owners only (a deactivated user's posts are hidden until they are enabled again).
+Bind it with `viewer_params`."""
+
+
+def viewer_params(viewer: User) -> dict[str, Any]:
+    return {"viewer_id": viewer.id, "viewer_is_admin": viewer.is_admin}
 
 
 _LIKE_ESCAPE = "/"
@@ -116,12 +141,11 @@ def contains_pattern(text: str) -> str:
 # The statements every request runs are built once, their values bound at execution:
 # building a statement and its cache key costs more than running it. Each loads a post
 # with its owner in one query, and of the owner only what PostPublic shows.
-_VIEWER = bindparam("viewer_id", type_=Integer)
 _WITH_OWNER = (
     select(Post)
     .join(Post.owner)
     .options(contains_eager(Post.owner).load_only(User.created_at))
-    .where(visible_to(_VIEWER))
+    .where(VISIBLE)
 )
 _ONE_POST = _WITH_OWNER.where(col(Post.id) == bindparam("post_id", type_=Integer))
 NEWEST_FIRST = newest_first(col(Post.created_at), col(Post.id))
@@ -143,7 +167,7 @@ async def get_visible_post(
     user: CurrentUser, post_id: PostId, session: SessionDep
 ) -> Post:
     found = await session.exec(
-        _ONE_POST, params={"post_id": post_id, "viewer_id": user.id}
+        _ONE_POST, params={"post_id": post_id, **viewer_params(user)}
     )
     post = found.first()
     if post is None:
@@ -163,6 +187,16 @@ async def get_owned_post(user: CurrentUser, post: VisiblePost) -> Post:
 
 
 OwnedPost = Annotated[Post, Depends(get_owned_post)]
+
+
+async def get_deletable_post(user: CurrentUser, post: VisiblePost) -> Post:
+    """The user's own post, or any post for an admin."""
+    if user.is_admin:
+        return post
+    return await get_owned_post(user, post)
+
+
+DeletablePost = Annotated[Post, Depends(get_deletable_post)]
 
 router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(401))
 LIST_PATH = "/posts/"
@@ -213,7 +247,7 @@ async def list_posts(
         ),
     ] = "",
 ) -> Sequence[Post]:
-    params: dict[str, Any] = {"viewer_id": user.id, "limit": limit + 1}
+    params: dict[str, Any] = {**viewer_params(user), "limit": limit + 1}
     if cursor:
         if skip:
             raise invalid_query("skip", "Pass either `cursor` or `skip`, not both")
@@ -295,8 +329,19 @@ async def _save_edit(
     "/{post_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a post",
+    description="Your own post; an admin may delete anyone's, drafts included.",
     responses=error_responses(403, 404),
 )
-async def delete_post(post: OwnedPost, session: SessionDep) -> None:
+async def delete_post(
+    user: CurrentUser, post: DeletablePost, session: SessionDep
+) -> None:
     await session.delete(post)
     await session.commit()
+    if post.owner_id != user.id:
+        log.info(
+            "admin %d (%s) deleted post %d of user %d",
+            user.id,
+            user.email,
+            post.id,
+            post.owner_id,
+        )

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,10 +62,11 @@ def migrate_or_defer() -> None:
         os.environ["MIGRATE_ON_START"] = "true"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m blogapi",
         description=__doc__,
+        epilog="`python -m blogapi make-admin --help`: making an admin.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default=settings.host, help="HOST; see above")
@@ -78,7 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--reload", action="store_true", help="development server, reload on change"
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def share_connections(requested_workers: int) -> int:
@@ -103,8 +105,8 @@ def share_connections(requested_workers: int) -> int:
     return workers
 
 
-def main() -> None:
-    args = parse_args()
+def serve(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
     configure_logging(settings.log_format)
     try:
         settings.require_secret_key()

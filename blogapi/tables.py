@@ -4,11 +4,12 @@ a new table model is added here too, or autogenerate won't see it."""
 
 from sqlmodel import SQLModel
 
+from blogapi.password_reset import PasswordResetToken
 from blogapi.posts import Post
 from blogapi.tokens import RevokedToken
 from blogapi.users import User
 from blogapi.votes import Vote
 
-__all__ = ["Post", "RevokedToken", "User", "Vote", "metadata"]
+__all__ = ["PasswordResetToken", "Post", "RevokedToken", "User", "Vote", "metadata"]
 
 metadata = SQLModel.metadata

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as redis
+from fastapi import HTTPException, Request, status
 from redis.exceptions import RedisError
 
 from blogapi.config import settings
@@ -130,19 +131,28 @@ class RedisStore:
 
 
 class LoginThrottle:
-    """Refuses logins for an account or address with too many attempts in the window."""
+    """Refuses logins for an account or address with too many attempts in the window.
 
-    def __init__(self, store: AttemptStore) -> None:
+    `purpose` names another kind of request counted the same way, apart from logins,
+    in the same store (`for_purpose`)."""
+
+    def __init__(self, store: AttemptStore, purpose: str = "") -> None:
         self.store = store
+        self.prefix = f"{purpose}:" if purpose else ""
         self.window = settings.login_window_seconds
         self.limits = {
             "account": settings.login_max_failures,
             "address": settings.login_max_failures_per_address,
         }
 
-    @staticmethod
-    def _keys(email: str, address: str) -> dict[str, str]:
-        return {"account": f"account:{email}", "address": f"address:{address}"}
+    def for_purpose(self, purpose: str) -> "LoginThrottle":
+        return LoginThrottle(self.store, purpose)
+
+    def _keys(self, email: str, address: str) -> dict[str, str]:
+        return {
+            "account": f"{self.prefix}account:{email}",
+            "address": f"{self.prefix}address:{address}",
+        }
 
     async def attempt(self, email: str, address: str) -> int | None:
         """Count this attempt: seconds to wait when it is one too many, else None."""
@@ -159,6 +169,18 @@ class LoginThrottle:
         keys = self._keys(email, address)
         await self.store.reset(keys["account"])
         await self.store.take_back(keys["address"])
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def too_many_attempts(retry_after: int, what: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"{what}; try again later",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def build_login_throttle() -> LoginThrottle:

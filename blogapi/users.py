@@ -80,6 +80,8 @@ class User(UserBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     password_hash: str
     token_version: int = Field(default=0, description="Raised to revoke every token")
+    is_admin: bool = False
+    is_active: bool = Field(default=True, description="False: tokens and login refused")
     created_at: datetime = Field(
         default_factory=utc_now, sa_type=UTCDateTime, nullable=False
     )
@@ -99,8 +101,8 @@ class UserSelf(UserPublic):
 
 
 def may_see_email(viewer: User, user: User) -> bool:
-    """Whether `viewer` may read `user`'s email: their own only."""
-    return viewer.id == user.id
+    """Whether `viewer` may read `user`'s email: their own, or anyone's for an admin."""
+    return viewer.is_admin or viewer.id == user.id
 
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
@@ -120,11 +122,13 @@ TokenClaims = Annotated[AccessClaims, Depends(get_token_claims)]
 
 TOKEN_IS_CURRENT = and_(
     col(User.id) == bindparam("user_id", type_=Integer),
+    col(User.is_active),
     col(User.token_version) == bindparam("version", type_=Integer),
     ~exists().where(col(RevokedToken.token_id) == bindparam("token_id")),
 )
-"""A users-table condition that holds for the token's user alone, while the token is
-neither revoked nor outdated by a password change; bind it with `token_params`."""
+"""A users-table condition that holds for the token's user alone, while the account is
+active and the token neither revoked nor outdated by a password change; bind it with
+`token_params`."""
 
 
 def token_params(claims: AccessClaims) -> dict[str, Any]:
@@ -211,7 +215,7 @@ async def read_me(user: CurrentUser) -> User:
         UserSelf | UserPublic, pydantic.Field(union_mode="left_to_right")
     ],
     summary="One user",
-    description="With the email only when it is the signed-in user's own.",
+    description="With the email only when it is the signed-in user's own, or to an admin.",
     responses=error_responses(401, 404),
 )
 async def read_user(

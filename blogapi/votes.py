@@ -10,8 +10,8 @@ from sqlmodel import Field, SQLModel, col, delete, select
 
 from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
-from blogapi.posts import Post, visible_to
-from blogapi.users import CurrentUser
+from blogapi.posts import VIEWER, VISIBLE, Post, viewer_params
+from blogapi.users import CurrentUser, User
 
 
 class Vote(SQLModel, table=True):
@@ -37,18 +37,15 @@ class VoteResult(SQLModel):
     message: str
 
 
-_VOTER = bindparam("user_id", type_=Integer)
-
-
 # On the table, not the class: given parameters, an ORM INSERT is a bulk insert of rows.
 # An INSERT's rowcount is kept only when asked for.
 _ADD = (
     insert(Vote.metadata.tables["votes"])
     .from_select(
         ["user_id", "post_id", "created_at"],
-        select(_VOTER, col(Post.id), bindparam("now", type_=UTCDateTime)).where(
-            col(Post.id) == bindparam("post_id", type_=Integer), visible_to(_VOTER)
-        ),
+        select(VIEWER, col(Post.id), bindparam("now", type_=UTCDateTime))
+        .join_from(Post, User, col(Post.owner_id) == col(User.id))
+        .where(col(Post.id) == bindparam("post_id", type_=Integer), VISIBLE),
     )
     .execution_options(preserve_rowcount=True)
 )
@@ -69,15 +66,19 @@ router = APIRouter(prefix="/vote", tags=["votes"])
     responses=error_responses(400, 401, 404, 409),
 )
 async def vote(user: CurrentUser, body: VoteCreate, session: SessionDep) -> VoteResult:
-    params = {"user_id": user.id, "post_id": body.post_id}
     if body.dir == 0:
-        removed = await session.exec(_TAKE_BACK, params=params)
+        removed = await session.exec(
+            _TAKE_BACK, params={"user_id": user.id, "post_id": body.post_id}
+        )
         if removed.rowcount == 0:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "Vote does not exist")
         await session.commit()
         return VoteResult(message="successfully deleted vote")
     try:
-        added = await session.exec(_ADD, params={**params, "now": utc_now()})
+        added = await session.exec(
+            _ADD,
+            params={**viewer_params(user), "post_id": body.post_id, "now": utc_now()},
+        )
     except IntegrityError:
         raise HTTPException(
             status.HTTP_409_CONFLICT,

@@ -9,6 +9,7 @@ through `engine` below; `free_slots_during` watches the app's database slots.
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from itertools import count
 from typing import Any
 
 import jwt
+import pytest
 from fastapi.testclient import TestClient
 from httpx import Client, Response
 from sqlalchemy import text
@@ -35,7 +37,7 @@ PASSWORD = "correct horse battery"
 engine = build_sync_engine(settings.database_url)
 """The tests' own way into the database, beside the app's async engine."""
 _serial = count(1)
-TABLES = ("votes", "posts", "users", "revoked_tokens")
+TABLES = ("votes", "posts", "password_reset_tokens", "users", "revoked_tokens")
 
 
 def empty_tables() -> None:
@@ -220,3 +222,29 @@ def assert_unauthorized(
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
     assert response.json() == {"detail": detail}
+
+
+def set_admin(user_id: int, is_admin: bool = True) -> None:
+    """Make a user an admin, as `python -m blogapi make-admin` does."""
+    with Session(engine) as session:
+        session.exec(
+            update(User).where(col(User.id) == user_id).values(is_admin=is_admin)
+        )
+        session.commit()
+
+
+def create_admin_and_login(client: Client) -> tuple[dict, dict[str, str]]:
+    user = create_user(client)
+    set_admin(user["id"])
+    return user, login(client, user["email"])
+
+
+@contextmanager
+def blogapi_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Let caplog see what blogapi logs: its logger does not propagate to the root's."""
+    logger = logging.getLogger("blogapi")
+    logger.addHandler(caplog.handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)

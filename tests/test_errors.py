@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from blogapi.config import settings
 from blogapi.main import create_app
 from tests.factories import (
+    blogapi_log,
     count_vote_rows,
     create_post,
     create_user_and_login,
@@ -33,17 +34,6 @@ from tests.servers import requires_postgres, scratch_database, vote_count_mismat
 
 WAIT_SECONDS = 5
 """The longest any step here waits for another connection."""
-
-
-@contextmanager
-def blogapi_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Let caplog see what blogapi logs: its logger does not propagate to the root's."""
-    logger = logging.getLogger("blogapi")
-    logger.addHandler(caplog.handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from fastapi.testclient import TestClient
 
 ERROR_CODES = {"401", "403", "404", "409", "422"}
 
-# The statuses issue 2 promises for each route, as clients of the course API rely on them.
+# The statuses issue 2 promises for each route, as clients of the course API rely on them,
+# and those of issue 14's routes.
 EXPECTED = {
     ("get", "/"): {"200"},
     ("post", "/users"): {"201", "409", "422"},
@@ -19,6 +20,10 @@ EXPECTED = {
     ("patch", "/posts/{post_id}"): {"200", "401", "403", "404", "422"},
     ("delete", "/posts/{post_id}"): {"204", "401", "403", "404", "422"},
     ("post", "/vote"): {"201", "401", "404", "409", "422"},
+    ("get", "/users"): {"200", "401", "403", "422"},
+    ("patch", "/users/{user_id}"): {"200", "401", "403", "404", "409", "422"},
+    ("post", "/password-recovery"): {"202", "422", "429"},
+    ("post", "/reset-password"): {"204", "400", "422"},
 }
 
 

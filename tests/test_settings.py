@@ -316,3 +316,50 @@ def test_public_url_must_be_http(monkeypatch: pytest.MonkeyPatch, given: str) ->
 
     with pytest.raises(ValidationError, match="PUBLIC_URL must start with http"):
         load()
+
+
+# Email
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"smtp_host": "mail.example.com"},
+        {"smtp_host": "mail.example.com", "public_url": "https://blog.example.com"},
+        {"smtp_host": "mail.example.com", "emails_from": "blog@example.com"},
+    ],
+)
+def test_email_needs_a_public_url_and_a_sender(values: dict[str, str]) -> None:
+    with pytest.raises(ValidationError) as failure:
+        load(secret_key=GOOD_KEY, **values)
+
+    assert "PUBLIC_URL" in str(failure.value)
+    assert "EMAILS_FROM" in str(failure.value)
+
+
+def test_email_settings_and_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load(secret_key=GOOD_KEY)
+    for name, value in {
+        "SMTP_HOST": "mail.example.com",
+        "SMTP_PORT": "2525",
+        "SMTP_USER": "blog",
+        "SMTP_PASSWORD": "never-shown",
+        "SMTP_STARTTLS": "false",
+        "EMAILS_FROM": "Blog <blog@example.com>",
+        "PUBLIC_URL": "https://blog.example.com",
+        "RESET_TOKEN_MINUTES": "30",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    configured = load(secret_key=GOOD_KEY)
+
+    assert (defaults.smtp_host, defaults.smtp_port, defaults.smtp_starttls) == (
+        "",
+        587,
+        True,
+    )
+    assert (defaults.public_url, defaults.reset_token_minutes) == ("", 15)
+    assert (configured.smtp_port, configured.smtp_starttls) == (2525, False)
+    assert configured.smtp_password.get_secret_value() == "never-shown"
+    assert "never-shown" not in repr(configured)
+    assert configured.reset_token_minutes == 30

@@ -16,6 +16,7 @@ from tests.factories import (
     count_vote_rows,
     create_post,
     create_user,
+    create_admin_and_login,
     create_user_and_login,
     delete_user_row,
     engine,
@@ -301,3 +302,13 @@ def test_removing_a_user_removes_their_posts_and_votes(client: TestClient) -> No
     assert count_vote_rows(their_post["id"]) == 0
     assert count_vote_rows(my_post["id"]) == 0
     assert client.get(f"/users/{stays['id']}", headers=headers).status_code == 200
+
+
+def test_an_admin_sees_any_users_email(client: TestClient) -> None:
+    other, _ = create_user_and_login(client)
+    _, admin = create_admin_and_login(client)
+
+    response = client.get(f"/users/{other['id']}", headers=admin)
+
+    assert response.status_code == 200
+    assert response.json() == other

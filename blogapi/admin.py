@@ -1,0 +1,136 @@
+"""What admins do to accounts: list every user, disable or enable one, make or unmake
+an admin. (Admins also see and delete any post: see blogapi.posts.)"""
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import model_validator
+from sqlalchemy import Integer, bindparam
+from sqlmodel import Field, SQLModel, col, select, update
+
+from blogapi.db import MAX_ID, SessionDep
+from blogapi.errors import error_responses
+from blogapi.posts import PAGE_MAX
+from blogapi.users import CurrentUser, User, UserId
+
+log = logging.getLogger("blogapi")
+
+
+class UserAccount(SQLModel):
+    """A user as admins see them."""
+
+    id: int
+    email: str
+    created_at: datetime
+    is_admin: bool
+    is_active: bool
+
+
+class UserAccountUpdate(SQLModel):
+    """Fields left out keep their value; at least one must be sent."""
+
+    model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}
+
+    is_active: bool = Field(
+        default=None,
+        description="false disables the account: its tokens stop working at once, "
+        "its login is refused and its posts are hidden from everyone but admins; "
+        "true enables it again (the user logs in anew)",
+    )
+    is_admin: bool = Field(default=None, description="make or unmake an admin")
+
+    @model_validator(mode="after")
+    def not_empty(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("Send is_active, is_admin or both")
+        return self
+
+
+async def get_current_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Only admins may do this")
+    return user
+
+
+CurrentAdmin = Annotated[User, Depends(get_current_admin)]
+
+_ACCOUNT_COLUMNS = (
+    col(User.id),
+    col(User.email),
+    col(User.created_at),
+    col(User.is_admin),
+    col(User.is_active),
+)
+"""What UserAccount shows, never the password hash."""
+_PAGE = (
+    select(*_ACCOUNT_COLUMNS)
+    .order_by(col(User.id))
+    .limit(bindparam("limit", type_=Integer))
+    .offset(bindparam("skip", type_=Integer))
+)
+_TARGET = col(User.id) == bindparam("user_id", type_=Integer)
+
+router = APIRouter(prefix="/users", tags=["admin"], responses=error_responses(401, 403))
+
+
+@router.get(
+    "",
+    response_model=list[UserAccount],
+    summary="List every user (admins only)",
+    description="Every account, disabled ones included, in the order they registered.",
+)
+async def list_users(
+    _: CurrentAdmin,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
+    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> Sequence[Any]:
+    found = await session.exec(_PAGE, params={"limit": limit, "skip": skip})
+    return found.all()
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserAccount,
+    summary="Disable or enable a user, make or unmake an admin (admins only)",
+    description="Admins cannot disable or demote themselves (409), so one is always "
+    "left; `python -m blogapi make-admin` makes the first.",
+    responses=error_responses(400, 404, 409),
+)
+async def update_user(
+    admin: CurrentAdmin,
+    user_id: UserId,
+    body: UserAccountUpdate,
+    session: SessionDep,
+) -> Any:
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if user_id == admin.id and False in changes.values():
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "Admins cannot disable or demote themselves"
+        )
+    if changes.get("is_active") is False:
+        # Once enabled again, the user logs in anew: no token from before works.
+        changes["token_version"] = User.token_version + 1
+    changed = await session.exec(
+        update(User)
+        .where(_TARGET)
+        .values(changes)
+        .returning(*_ACCOUNT_COLUMNS)
+        .execution_options(synchronize_session=False),
+        params={"user_id": user_id},
+    )
+    account = changed.first()
+    if account is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
+    await session.commit()
+    log.info(
+        "admin %d (%s) changed user %d: %s",
+        admin.id,
+        admin.email,
+        user_id,
+        body.model_dump(exclude_unset=True),
+    )
+    return account

@@ -1,0 +1,248 @@
+"""Password reset by email: POST /password-recovery mails a single-use link to the
+site's front end (PUBLIC_URL), whose form sends its token to POST /reset-password.
+
+A token is 256 random bits, so the database keeps only its SHA-256: whoever reads the
+table can't use what is there. It expires after RESET_TOKEN_MINUTES and is deleted when
+used.
+"""
+
+import hashlib
+import logging
+import secrets
+import smtplib
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import (
+    APIRouter,
+    BackgroundTasks,
+    Depends,
+    HTTPException,
+    Request,
+    status,
+)
+from fastapi.concurrency import run_in_threadpool
+from pydantic import EmailStr
+from sqlalchemy import Integer, bindparam, insert, or_
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import Field, SQLModel, col, delete, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blogapi.config import settings
+from blogapi.db import SessionDep, UTCDateTime, utc_now
+from blogapi.errors import error_responses
+from blogapi.mail import email_configured, send_email
+from blogapi.security import hash_password
+from blogapi.throttle import LoginThrottle, client_address, too_many_attempts
+from blogapi.users import EMAIL_MAX_CHARS, NewPassword, User, normal_email
+
+log = logging.getLogger("blogapi")
+
+TOKEN_BYTES = 32
+TOKEN_MAX_CHARS = 128
+"""Ours are 43 characters."""
+SHA256_HEX_CHARS = 64
+INVALID_TOKEN = "This reset link is invalid, used or expired; ask for a new one"
+SUBJECT = "Reset your password"
+
+
+class PasswordResetToken(SQLModel, table=True):
+    __tablename__ = "password_reset_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=SHA256_HEX_CHARS)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+
+
+class PasswordRecovery(SQLModel):
+    email: EmailStr = Field(
+        max_length=EMAIL_MAX_CHARS, schema_extra={"examples": ["ada@example.com"]}
+    )
+
+
+class RecoveryAccepted(SQLModel):
+    message: str = (
+        "If an active account has this email, a password reset link is on its way"
+    )
+
+
+class PasswordReset(SQLModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "token": "kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY",
+                    "new_password": "a new correct horse",
+                }
+            ]
+        }
+    }
+
+    token: str = Field(
+        max_length=TOKEN_MAX_CHARS,
+        description="The `token` of the emailed link",
+    )
+    new_password: NewPassword
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def reset_text(link: str) -> str:
+    return (
+        "Someone (we hope you) asked to reset the password of your account.\n\n"
+        f"To choose a new one, open this link within {settings.reset_token_minutes} "
+        f"minutes. It works once.\n\n{link}\n\n"
+        "If you did not ask for this, ignore this email: your password stays as it is.\n"
+    )
+
+
+_tokens = PasswordResetToken.__table__
+_NO_SYNC = {"synchronize_session": False}
+_FORGET_EXPIRED = (
+    delete(PasswordResetToken)
+    .where(col(PasswordResetToken.expires_at) < bindparam("now", type_=UTCDateTime))
+    .execution_options(**_NO_SYNC)
+)
+_ISSUE = (
+    insert(_tokens)
+    .from_select(
+        ["token_hash", "user_id", "expires_at"],
+        select(
+            bindparam("token_hash"),
+            col(User.id),
+            bindparam("expires_at", type_=UTCDateTime),
+        ).where(col(User.email) == bindparam("email"), col(User.is_active)),
+    )
+    .returning(_tokens.c.user_id)
+)
+"""A token for the active account with the email, if there is one, in one statement."""
+_USE = (
+    delete(PasswordResetToken)
+    .where(col(PasswordResetToken.token_hash) == bindparam("token_hash"))
+    .returning(col(PasswordResetToken.user_id), col(PasswordResetToken.expires_at))
+    .execution_options(**_NO_SYNC)
+)
+"""Whoever runs this first for a token has it: a second, concurrent use finds none."""
+_SET_PASSWORD = (
+    update(User)
+    .where(col(User.id) == bindparam("user_id", type_=Integer), col(User.is_active))
+    .values(
+        password_hash=bindparam("new_hash"),
+        token_version=User.token_version + 1,
+    )
+    .execution_options(**_NO_SYNC)
+)
+_FORGET_USED = (
+    delete(PasswordResetToken)
+    .where(
+        or_(
+            col(PasswordResetToken.user_id) == bindparam("user_id", type_=Integer),
+            col(PasswordResetToken.expires_at) < bindparam("now", type_=UTCDateTime),
+        )
+    )
+    .execution_options(**_NO_SYNC)
+)
+"""The user's other links die with the password they were sent to replace."""
+
+
+async def get_recovery_throttle(request: Request) -> LoginThrottle:
+    return request.app.state.recovery_throttle
+
+
+async def send_reset_link(engine: AsyncEngine, email: str) -> None:
+    """Issue a token to the active account with this email, if there is one, and mail it
+    the link. Runs after the response is sent, so that takes the same time either way;
+    failures are logged (never the token), and the caller has had its 202."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    now = utc_now()
+    try:
+        async with AsyncSession(engine) as session:
+            await session.exec(_FORGET_EXPIRED, params={"now": now})
+            issued = await session.exec(
+                _ISSUE,
+                params={
+                    "email": email,
+                    "token_hash": token_hash(token),
+                    "expires_at": now + timedelta(minutes=settings.reset_token_minutes),
+                },
+            )
+            user_id = issued.scalar()
+            await session.commit()
+    except (DBAPIError, PoolTimeoutError):
+        log.exception("password recovery: could not store a reset token")
+        return
+    if user_id is None:
+        return
+    link = f"{settings.public_url}/reset-password?token={token}"
+    try:
+        await run_in_threadpool(send_email, email, SUBJECT, reset_text(link))
+    except (OSError, smtplib.SMTPException) as error:
+        log.error(
+            "password recovery: could not email user %d through %s:%d: %s",
+            user_id,
+            settings.smtp_host,
+            settings.smtp_port,
+            error,
+        )
+        return
+    log.info("password recovery: emailed a reset link to user %d", user_id)
+
+
+router = APIRouter(tags=["authentication"])
+
+
+@router.post(
+    "/password-recovery",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Email a password reset link",
+    description="Answers 202 with the same body whether or not an active account has "
+    "the email, and emails that account a link to `{PUBLIC_URL}/reset-password?token=`"
+    "..., valid once for RESET_TOKEN_MINUTES. Throttled like `POST /login`.",
+    responses=error_responses(400, 429),
+)
+async def recover_password(
+    body: PasswordRecovery,
+    request: Request,
+    background: BackgroundTasks,
+    throttle: Annotated[LoginThrottle, Depends(get_recovery_throttle)],
+) -> RecoveryAccepted:
+    email = normal_email(body.email)
+    retry_after = await throttle.attempt(email, client_address(request))
+    if retry_after is not None:
+        raise too_many_attempts(retry_after, "Too many password recovery requests")
+    if email_configured():
+        request.app.state.schema.require_migrated()
+        background.add_task(send_reset_link, request.app.state.engine, email)
+    else:
+        log.warning("password recovery: email is not configured (SMTP_HOST): not sent")
+    return RecoveryAccepted()
+
+
+@router.post(
+    "/reset-password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a new password with an emailed token; every earlier token stops "
+    "working",
+    responses=error_responses(400),
+)
+async def reset_password(body: PasswordReset, session: SessionDep) -> None:
+    used = await session.exec(_USE, params={"token_hash": token_hash(body.token)})
+    found = used.first()
+    await session.close()  # the token is used up; bcrypt runs with no connection held
+    if found is None or found.expires_at <= utc_now():
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_TOKEN)
+    password_hash = await run_in_threadpool(hash_password, body.new_password)
+    changed = await session.exec(
+        _SET_PASSWORD,
+        params={"user_id": found.user_id, "new_hash": password_hash},
+    )
+    if changed.rowcount == 0:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_TOKEN)
+    await session.exec(
+        _FORGET_USED, params={"user_id": found.user_id, "now": utc_now()}
+    )
+    await session.commit()

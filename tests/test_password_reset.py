@@ -1,0 +1,352 @@
+"""Password reset by email, through a real SMTP server (aiosmtpd) the tests start."""
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+from sqlmodel import Session, col, select
+
+from blogapi.config import settings
+from blogapi.db import utc_now
+from blogapi.password_reset import INVALID_TOKEN, PasswordResetToken
+from tests.factories import (
+    PASSWORD,
+    assert_invalid,
+    assert_unauthorized,
+    blogapi_log,
+    create_admin_and_login,
+    create_user,
+    create_user_and_login,
+    engine,
+    login,
+)
+from tests.servers import free_port
+from tests.test_query_counts import recorded_statements
+
+PUBLIC_URL = "https://blog.example.com/"
+NEW_PASSWORD = "a brand new password"
+ACCEPTED = {
+    "message": "If an active account has this email, a password reset link is on its way"
+}
+LINK = re.compile(r"https://blog\.example\.com/reset-password\?token=([\w-]+)")
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message, or refuses them all."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.refuse = False
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse:
+            return "554 Transaction failed: refused by the test"
+        message = message_from_bytes(envelope.content, policy=default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 OK"
+
+    def texts(self) -> list[str]:
+        """The text part of each message received."""
+        texts = []
+        for message in self.messages:
+            body = message.get_body(("plain",))
+            assert body is not None
+            texts.append(body.get_content())
+        return texts
+
+    def tokens(self) -> list[str]:
+        """The token of each message's link."""
+        return [token for text in self.texts() for token in LINK.findall(text)]
+
+    def token(self) -> str:
+        """The token of the one link received."""
+        (token,) = self.tokens()
+        return token
+
+
+@pytest.fixture
+def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    """A real SMTP server on localhost, and the settings that send through it."""
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    for name, value in {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_starttls": False,
+        "emails_from": "Blog <blog@example.com>",
+        "public_url": PUBLIC_URL,
+    }.items():
+        monkeypatch.setattr(settings, name, value)
+    try:
+        yield handler
+    finally:
+        controller.stop()
+
+
+def recover(client: TestClient, email: str) -> None:
+    response = client.post("/password-recovery", json={"email": email})
+    assert response.status_code == 202, response.text
+    assert response.json() == ACCEPTED
+
+
+def reset(client: TestClient, token: str, password: str = NEW_PASSWORD) -> Any:
+    return client.post(
+        "/reset-password", json={"token": token, "new_password": password}
+    )
+
+
+def stored_hashes() -> list[str]:
+    with Session(engine) as session:
+        return list(session.exec(select(PasswordResetToken.token_hash)).all())
+
+
+def test_the_link_arrives_and_sets_the_password(
+    client: TestClient, inbox: Inbox
+) -> None:
+    user, old_headers = create_user_and_login(client)
+
+    recover(client, user["email"].upper())
+
+    (message,) = inbox.messages
+    assert message["To"] == user["email"]
+    assert message["From"] == "Blog <blog@example.com>"
+    assert message["Subject"] == "Reset your password"
+    token = inbox.token()
+    assert len(token) >= 43
+    response = reset(client, token)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_unauthorized(client.get("/users/me", headers=old_headers))
+    wrong = client.post(
+        "/login", data={"username": user["email"], "password": PASSWORD}
+    )
+    assert wrong.status_code == 403
+    headers = login(client, user["email"], NEW_PASSWORD)
+    assert client.get("/users/me", headers=headers).json() == user
+
+
+def test_only_a_hash_of_the_token_is_stored(client: TestClient, inbox: Inbox) -> None:
+    user = create_user(client)
+
+    recover(client, user["email"])
+
+    token = inbox.token()
+    assert stored_hashes() == [hashlib.sha256(token.encode()).hexdigest()]
+
+
+def test_a_token_works_once(client: TestClient, inbox: Inbox) -> None:
+    user = create_user(client)
+    recover(client, user["email"])
+    token = inbox.token()
+    assert reset(client, token).status_code == 204
+
+    again = reset(client, token, "yet another password")
+
+    assert again.status_code == 400
+    assert again.json() == {"detail": INVALID_TOKEN}
+    login(client, user["email"], NEW_PASSWORD)
+    assert stored_hashes() == []
+
+
+def test_a_reset_kills_the_user_s_other_links(client: TestClient, inbox: Inbox) -> None:
+    user = create_user(client)
+    recover(client, user["email"])
+    recover(client, user["email"])
+    first, second = inbox.tokens()
+
+    assert reset(client, second).status_code == 204
+
+    assert reset(client, first).status_code == 400
+
+
+def test_a_forged_token_is_400(client: TestClient, inbox: Inbox) -> None:
+    user = create_user(client)
+    recover(client, user["email"])
+    token = inbox.token()
+
+    for forged in ("x" * 43, token[:-1] + ("A" if token[-1] != "A" else "B"), ""):
+        response = reset(client, forged)
+        assert response.status_code == 400, forged
+        assert response.json() == {"detail": INVALID_TOKEN}
+    assert reset(client, token).status_code == 204
+
+
+def test_an_expired_token_is_400(client: TestClient, inbox: Inbox) -> None:
+    user = create_user(client)
+    recover(client, user["email"])
+    token = inbox.token()
+    with Session(engine) as session:
+        row = session.exec(select(PasswordResetToken)).one()
+        assert (
+            timedelta(minutes=14) < row.expires_at - utc_now() <= timedelta(minutes=15)
+        )
+        row.expires_at = utc_now() - timedelta(seconds=1)
+        session.commit()
+
+    response = reset(client, token)
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": INVALID_TOKEN}
+    login(client, user["email"])
+
+
+def test_reset_token_minutes_sets_the_lifetime(
+    client: TestClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "reset_token_minutes", 120)
+    user = create_user(client)
+
+    recover(client, user["email"])
+
+    with Session(engine) as session:
+        row = session.exec(select(PasswordResetToken)).one()
+    assert timedelta(minutes=119) < row.expires_at - utc_now() <= timedelta(minutes=120)
+    assert "within 120 minutes" in inbox.texts()[0]
+
+
+def test_an_unknown_or_disabled_account_gets_the_same_answer_and_no_email(
+    client: TestClient, inbox: Inbox
+) -> None:
+    disabled = create_user(client)
+    _, admin = create_admin_and_login(client)
+    client.patch(f"/users/{disabled['id']}", json={"is_active": False}, headers=admin)
+
+    recover(client, "nobody@example.com")
+    recover(client, disabled["email"])
+
+    assert inbox.messages == []
+    assert stored_hashes() == []
+
+
+def test_a_disabled_account_cannot_use_a_link_sent_before(
+    client: TestClient, inbox: Inbox
+) -> None:
+    user = create_user(client)
+    _, admin = create_admin_and_login(client)
+    recover(client, user["email"])
+    client.patch(f"/users/{user['id']}", json={"is_active": False}, headers=admin)
+
+    response = reset(client, inbox.token())
+
+    assert response.status_code == 400
+
+
+def test_without_smtp_it_answers_202_and_logs_that_email_is_off(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = create_user(client)
+    caplog.set_level(logging.INFO)
+
+    with blogapi_log(caplog):
+        recover(client, user["email"])
+
+    assert "email is not configured (SMTP_HOST)" in caplog.text
+    assert stored_hashes() == []
+
+
+@pytest.mark.parametrize("failure", ["refused", "no server"])
+def test_an_smtp_failure_is_logged_and_the_caller_still_gets_202(
+    client: TestClient,
+    inbox: Inbox,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    user = create_user(client)
+    if failure == "refused":
+        inbox.refuse = True
+    else:
+        monkeypatch.setattr(settings, "smtp_port", free_port())
+    caplog.set_level(logging.INFO)
+
+    with blogapi_log(caplog):
+        recover(client, user["email"])
+
+    assert f"could not email user {user['id']}" in caplog.text
+    (token_hash,) = stored_hashes()
+    assert token_hash not in caplog.text
+
+
+def test_the_token_is_never_logged(
+    client: TestClient, inbox: Inbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = create_user(client)
+    caplog.set_level(logging.DEBUG)
+
+    with blogapi_log(caplog):
+        recover(client, user["email"])
+        token = inbox.token()
+        reset(client, token)
+
+    assert f"emailed a reset link to user {user['id']}" in caplog.text
+    assert token not in caplog.text
+
+
+def test_recovery_is_throttled_like_the_login(client: TestClient, inbox: Inbox) -> None:
+    user = create_user(client)
+    for _ in range(settings.login_max_failures):
+        recover(client, user["email"])
+
+    response = client.post("/password-recovery", json={"email": user["email"]})
+
+    assert response.status_code == 429
+    assert response.json() == {
+        "detail": "Too many password recovery requests; try again later"
+    }
+    assert 0 < int(response.headers["retry-after"]) <= settings.login_window_seconds
+    assert len(inbox.messages) == settings.login_max_failures
+    login(client, user["email"])
+
+
+def test_malformed_input_is_422(client: TestClient) -> None:
+    for email in ("not an email", "", "a@" + "b" * 260 + ".com"):
+        assert_invalid(
+            client.post("/password-recovery", json={"email": email}),
+            ("body", "email"),
+        )
+    assert_invalid(reset(client, "t" * 200), ("body", "token"))
+    assert_invalid(reset(client, "token", "short"), ("body", "new_password"))
+    assert_invalid(
+        client.post("/reset-password", json={"new_password": NEW_PASSWORD}),
+        ("body", "token"),
+    )
+
+
+def test_recovery_and_reset_run_few_statements(
+    client: TestClient, inbox: Inbox
+) -> None:
+    user = create_user(client)
+    with recorded_statements(client) as recovery:
+        recover(client, user["email"])
+    with recorded_statements(client) as resetting:
+        assert reset(client, inbox.token()).status_code == 204
+
+    assert len(recovery) == 2  # expired tokens removed, one issued
+    assert len(resetting) == 3  # the token used, the password set, other links removed
+
+
+def test_stored_token_rows_follow_their_user(client: TestClient, inbox: Inbox) -> None:
+    user, headers = create_user_and_login(client)
+    recover(client, user["email"])
+
+    client.request("DELETE", "/users/me", json={"password": PASSWORD}, headers=headers)
+
+    with Session(engine) as session:
+        rows = session.exec(
+            select(PasswordResetToken).where(
+                col(PasswordResetToken.user_id) == user["id"]
+            )
+        ).all()
+    assert rows == []
