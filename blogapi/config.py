@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     host: str = ""
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=os.cpu_count() or 1, ge=1)
+    commit: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "BLOGAPI_COMMIT", "SOURCE_VERSION", "HEROKU_SLUG_COMMIT"
+        ),
+        description="The commit this code was built from; else the git checkout's HEAD",
+    )
 
     @field_validator("database_url")
     @classmethod

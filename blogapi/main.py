@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from blogapi import account, auth, health, posts, users, votes
+from blogapi import __version__, account, auth, health, posts, users, votes
 from blogapi.config import settings
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
@@ -28,6 +28,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = build_engine(settings.database_url)
     app.state.login_throttle = build_login_throttle()
     app.state.schema = Schema.of_this_code(migrating=settings.migrate_on_start)
+    app.state.liveness = health.Liveness.of_this_process()
     try:
         async with anyio.create_task_group() as background:
             if settings.migrate_on_start:
@@ -47,6 +48,7 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="blogapi",
         summary="Users, posts and votes, with JWT login.",
+        version=__version__,
         redirect_slashes=False,
         lifespan=lifespan,
         docs_url=None,

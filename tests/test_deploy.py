@@ -21,7 +21,11 @@ from urllib.request import urlopen
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from blogapi import __version__
+from blogapi.config import Settings, settings
+from blogapi.main import app
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,10 +57,22 @@ def position(keyword: str, pattern: str) -> int:
     raise AssertionError(f"no {keyword} matching {pattern!r} in the Dockerfile")
 
 
+def dockerfile_args() -> dict[str, str]:
+    """ARG defaults, as a build without --build-arg sees them."""
+    return dict(
+        (pair.split("=", 1) + [""])[:2]
+        for arguments in instructions("ARG")
+        for pair in shlex.split(arguments)
+    )
+
+
 def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
+    args = dockerfile_args()
     for arguments in instructions("ENV"):
-        env |= dict(pair.split("=", 1) for pair in shlex.split(arguments))
+        for pair in shlex.split(arguments):
+            name, value = pair.split("=", 1)
+            env[name] = re.sub(r"\$\{?(\w+)\}?", lambda m: args[m.group(1)], value)
     return env
 
 
@@ -115,9 +131,61 @@ def test_healthcheck_asks_readiness_with_python_not_curl() -> None:
     assert "curl" not in command and "wget" not in command
 
 
+def test_the_commit_build_argument_reaches_the_app_after_the_install() -> None:
+    """`--build-arg BLOGAPI_COMMIT=<sha>` becomes the environment variable /health reads;
+    declared after the dependencies, so a new commit reuses their cached layer."""
+    assert dockerfile_args() == {"BLOGAPI_COMMIT": ""}
+    assert "BLOGAPI_COMMIT" in dockerfile_env()
+    install = position("RUN", r"pip install .*-r requirements\.txt")
+    assert position("ARG", r"^BLOGAPI_COMMIT\b") > install
+    assert position("ENV", r"BLOGAPI_COMMIT=\$BLOGAPI_COMMIT") > install
+
+
 def test_cmd_is_python_m_blogapi_in_exec_form() -> None:
     (cmd,) = instructions("CMD")
     assert json.loads(cmd) == ["python", "-m", "blogapi"]
+
+
+def test_health_names_the_version_and_the_commit_set() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "commit", "0123abc")
+        with TestClient(app) as client:
+            liveness = client.get("/health")
+            info = client.get("/openapi.json").json()["info"]
+    assert liveness.status_code == 200
+    assert liveness.json() == {
+        "status": "ok",
+        "version": __version__,
+        "commit": "0123abc",
+    }
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+    assert info["version"] == __version__
+
+
+def test_without_a_commit_set_health_names_the_checkouts_head() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("the code is not a git checkout here")
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "commit", "")
+        with TestClient(app) as client:
+            assert client.get("/health").json()["commit"] == head
+
+
+def test_the_commit_comes_from_the_image_then_heroku(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().commit == ""
+    for variable, commit in [
+        ("HEROKU_SLUG_COMMIT", "c0ffee3"),
+        ("SOURCE_VERSION", "b0ffee2"),
+        ("BLOGAPI_COMMIT", "a0ffee1"),
+    ]:
+        monkeypatch.setenv(variable, commit)
+        assert Settings().commit == commit, f"{variable} does not take precedence"
 
 
 def dockerignore() -> list[str]:
@@ -236,14 +304,15 @@ def test_nginx_proxies_to_the_app_with_forwarded_headers() -> None:
 
 
 def test_requirements_are_pinned_and_installed_here_at_those_versions() -> None:
-    """The suite runs on the versions the image installs (direct dependencies)."""
+    """The suite runs on the versions the image installs (a plain pin list, or a
+    pip-compile lock file with hashes)."""
     from importlib.metadata import version
 
-    pins = [
-        line.split("#")[0].strip()
-        for line in (ROOT / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
+    lines = re.sub(r"\\\n", " ", (ROOT / "requirements.txt").read_text())
+    requirements = [
+        line.split("#")[0].split(";")[0].split() for line in lines.splitlines()
     ]
+    pins = [words[0] for words in requirements if words and words[0][0] != "-"]
     for pin in pins:
         match = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[\w,-]+\])?==(\S+)", pin)
         assert match, f"{pin!r} is not pinned with =="
