@@ -282,6 +282,169 @@ def test_ci_smoke_run_waits_until_the_image_is_ready() -> None:
     assert "/health/ready" in wait.group(), "it must wait for readiness, not liveness"
 
 
+def workflow() -> dict:
+    return yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+
+
+def steps_of(job: str) -> list[dict]:
+    steps: list[dict] = workflow()["jobs"][job]["steps"]
+    return steps
+
+
+PINNED = re.compile(r"uses: ([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v(\d+)\.\d+\.\d+$")
+NODE_24_MAJORS = {
+    "actions/checkout": 5,
+    "actions/setup-python": 6,
+    "actions/setup-go": 6,
+    "docker/login-action": 4,
+    "docker/setup-buildx-action": 4,
+    "docker/build-push-action": 7,
+    "docker/metadata-action": 6,
+}
+
+
+def test_every_action_is_pinned_to_a_commit_of_a_node_24_release() -> None:
+    lines = (ROOT / ".github/workflows/ci.yml").read_text().splitlines()
+    uses = [line.strip().removeprefix("- ") for line in lines if "uses:" in line]
+    assert uses
+    for line in uses:
+        pinned = PINNED.fullmatch(line)
+        assert pinned, f"{line!r}: pin a full commit SHA, with its version in a comment"
+        action, _, major = pinned.groups()
+        assert action in NODE_24_MAJORS, f"{action}: which release runs on Node 24?"
+        assert int(major) >= NODE_24_MAJORS[action], f"{line!r} runs on Node 20"
+
+
+def test_the_workflow_runs_for_main_tags_and_pull_requests_read_only() -> None:
+    triggers = workflow()[True]  # YAML 1.1 reads the key `on` as true
+    assert triggers["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert "pull_request" in triggers
+    assert "pull_request_target" not in triggers
+    assert workflow()["permissions"] == {"contents": "read"}
+
+
+def test_only_the_publish_job_may_write_packages() -> None:
+    jobs = workflow()["jobs"]
+    writers = {
+        name
+        for name, job in jobs.items()
+        if "write" in job.get("permissions", {}).values()
+    }
+    assert writers == {"publish"}
+    assert jobs["publish"]["permissions"] == {"contents": "read", "packages": "write"}
+
+
+def test_the_image_is_published_after_the_smoke_run_on_pushes_only() -> None:
+    publish = workflow()["jobs"]["publish"]
+    assert publish["needs"] == "docker"
+    assert "github.event_name == 'push'" in publish["if"]
+    assert "refs/heads/main" in publish["if"] and "refs/tags/v" in publish["if"]
+    steps = {step.get("uses", "").split("@")[0]: step for step in publish["steps"]}
+    meta = steps["docker/metadata-action"]["with"]
+    assert "type=sha,prefix=,format=long" in meta["tags"]
+    assert "type=raw,value=latest,enable={{is_default_branch}}" in meta["tags"]
+    assert "type=semver,pattern={{version}}" in meta["tags"]
+    build = steps["docker/build-push-action"]["with"]
+    assert build["push"] is True
+    assert build["build-args"] == "BLOGAPI_COMMIT=${{ github.sha }}"
+    assert build["labels"] == "${{ steps.meta.outputs.labels }}"
+    assert (
+        build["cache-from"] == "type=gha" and build["cache-to"] == "type=gha,mode=max"
+    )
+    names = next(step["run"] for step in publish["steps"] if step.get("id") == "images")
+    assert "ghcr.io/${GITHUB_REPOSITORY,,}" in names
+
+
+@pytest.mark.parametrize(
+    ("job", "secrets"),
+    [
+        ("deploy-heroku", {"HEROKU_API_KEY", "HEROKU_APP_NAME"}),
+        (
+            "deploy-ubuntu",
+            {"DEPLOY_HOST", "DEPLOY_USER", "DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS"},
+        ),
+    ],
+)
+def test_deploys_run_for_main_one_at_a_time_and_skip_without_their_secrets(
+    job: str, secrets: set[str]
+) -> None:
+    deploy = workflow()["jobs"][job]
+    assert deploy["needs"] == "publish"
+    assert deploy["if"] == (
+        "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    )
+    assert deploy["environment"] == "production"
+    assert deploy["concurrency"]["cancel-in-progress"] is False
+    assert deploy["permissions"] == {"contents": "read"}
+    assert {deploy["env"][name] for name in secrets} == {
+        f"${{{{ secrets.{name} }}}}" for name in secrets
+    }
+    check, *rest = deploy["steps"]
+    assert check["id"] == "secrets"
+    assert "::notice" in check["run"]
+    assert all(f'[ -n "${name}" ]' in check["run"] for name in secrets)
+    assert all(step["if"] == "steps.secrets.outputs.set == 'true'" for step in rest)
+
+
+def test_the_heroku_deploy_pushes_the_commit_and_waits_for_it() -> None:
+    push, wait = [step["run"] for step in steps_of("deploy-heroku") if "run" in step][
+        1:
+    ]
+    assert '"+$GITHUB_SHA:refs/heads/main"' in push
+    assert '"\\"commit\\":\\"$GITHUB_SHA\\""' in wait
+    assert "/health/ready" in wait and "exit 1" in wait
+
+
+def test_the_ubuntu_deploy_pins_the_host_key_and_runs_this_commits_script() -> None:
+    text = (ROOT / ".github/workflows/ci.yml").read_text()
+    assert "StrictHostKeyChecking=no" not in text
+    (ssh,) = [
+        step["run"]
+        for step in steps_of("deploy-ubuntu")
+        if "ssh " in step.get("run", "")
+    ]
+    assert "-o StrictHostKeyChecking=yes" in ssh
+    assert "UserKnownHostsFile=~/.ssh/known_hosts" in ssh
+    assert 'bash -s -- "$GITHUB_SHA" < deploy/deploy.sh' in ssh
+
+
+def test_the_lint_job_checks_the_workflows_as_ci_run_does_and_runs_actionlint() -> None:
+    runs = [step.get("run", "") for step in steps_of("lint")]
+    assert "pip install -r requirements-dev.txt\npip install --no-deps -e .\n" in runs
+    assert not any("grep" in run for run in runs), "the requirements are lock files"
+    for command in ("mypy", "ruff check .", "ruff format --check ."):
+        assert command in runs
+    schema_checks = [run for run in runs if run.startswith("check-jsonschema")]
+    assert len(schema_checks) == 2
+    for command in schema_checks:
+        assert f".venv/bin/{command}" in CI_RUN
+    assert re.search(r"go install github\.com/rhysd/actionlint/cmd/actionlint@v[\d.]+$",
+                     "\n".join(runs), re.MULTILINE)  # fmt: skip
+
+
+def test_the_workflow_and_dependabot_config_match_githubs_schemas() -> None:
+    for schema, files in [
+        ("vendor.github-workflows", sorted((ROOT / ".github/workflows").glob("*.yml"))),
+        ("vendor.dependabot", [ROOT / ".github/dependabot.yml"]),
+    ]:
+        checked = subprocess.run(
+            [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *files],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_dependabot_keeps_the_action_pins_and_the_python_requirements_current() -> None:
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    ecosystems = {update["package-ecosystem"]: update for update in config["updates"]}
+    assert set(ecosystems) == {"github-actions", "pip"}
+    assert all(update["directory"] == "/" for update in ecosystems.values())
+
+
+def test_ci_run_never_installs_ubuntus_chromium_stub() -> None:
+    assert "chromium" not in re.sub(r"#.*", "", CI_RUN)
+
+
 def test_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str

@@ -132,7 +132,8 @@ class Host:
     def health(self) -> dict[str, str]:
         response = httpx.get(f"{self.url}/health", timeout=5)
         assert response.status_code == 200
-        return response.json()
+        liveness: dict[str, str] = response.json()
+        return liveness
 
     def ready(self) -> int:
         return httpx.get(f"{self.url}/health/ready", timeout=5).status_code
