@@ -3,8 +3,9 @@
 A local "origin" repository holds this checkout's files (as they are, uncommitted changes
 included) and the releases the test commits on top; the "host" is a clone of it with a venv
 and a real server process, started by the restart command the test passes (a script that
-stops the previous process by its pid file and starts `python -m blogapi` on a free port).
-The database is a SQLite file, or a scratch PostgreSQL database on the PostgreSQL run.
+stops the previous process by its pid file and starts `python -m blogapi` on a free port, and
+fails, as the broken release needs, when that process is gone a second later). The database is
+a SQLite file, or a scratch PostgreSQL database on the PostgreSQL run.
 
 The venv sees the packages of the interpreter running the tests (a `.pth` file), so the
 script's `pip install -r requirements.txt` finds them all installed: no network.
@@ -23,14 +24,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from tests.servers import ROOT, SECRET_KEY, _driver_url, free_port, scratch_database
 
 SCRIPT = ROOT / "deploy" / "deploy.sh"
-WAIT_SECONDS = 30
-BROKEN_WAIT_SECONDS = 10
+WAIT_SECONDS = 60
 GIT_IDENTITY = [
     "-c",
     "user.name=Deploy Test",
@@ -57,20 +59,19 @@ cd {app}
 setsid {venv}/bin/python -m blogapi --host 127.0.0.1 --port {port} --workers 1 \\
   </dev/null >>{log} 2>&1 &
 echo $! > {pid}
+# Like a unit whose process exits at once, a server that dies while starting fails the restart.
+sleep 1
+kill -0 "$(cat {pid})"
 """
 
-MIGRATION_0005 = '''\
-"""deploy test: a table the broken release adds
-
-Revision ID: 0005
-Revises: 0004
-"""
+NEW_MIGRATION = '''\
+"""deploy test: a table the broken release adds"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "deploy_probe"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -82,6 +83,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("deploy_probe")
 '''
+
+
+def code_head() -> str:
+    """The Alembic head of this checkout's migrations."""
+    head = ScriptDirectory.from_config(Config(ROOT / "alembic.ini")).get_current_head()
+    assert head is not None
+    return head
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -117,12 +125,10 @@ class Host:
         git("commit", "--quiet", "-m", message, cwd=self.origin)
         return git("rev-parse", "HEAD", cwd=self.origin)
 
-    def deploy(
-        self, commit: str, timeout: int = WAIT_SECONDS
-    ) -> "subprocess.CompletedProcess[str]":
+    def deploy(self, commit: str) -> "subprocess.CompletedProcess[str]":
         return subprocess.run(
             ["bash", str(SCRIPT), commit],
-            env={**self.env, "DEPLOY_TIMEOUT": str(timeout)},
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=4 * WAIT_SECONDS,
@@ -139,7 +145,7 @@ class Host:
         return httpx.get(f"{self.url}/health/ready", timeout=5).status_code
 
     def schema(self) -> tuple[str, bool]:
-        """The database's Alembic revision, and whether 0005's table exists."""
+        """The database's Alembic revision, and whether the new migration's table exists."""
         engine = create_engine(_driver_url(self.database_url), poolclass=NullPool)
         try:
             with engine.connect() as connection:
@@ -234,6 +240,7 @@ def host(tmp_path: Path) -> Iterator[Host]:
                 "DEPLOY_ENV_FILE": str(env_file),
                 "DEPLOY_RESTART": str(restart),
                 "DEPLOY_HEALTH_URL": f"http://127.0.0.1:{port}",
+                "DEPLOY_TIMEOUT": str(WAIT_SECONDS),
                 "PIP_NO_INDEX": "1",
             },
             url=f"http://127.0.0.1:{port}",
@@ -253,6 +260,7 @@ def test_deploys_a_release_then_rolls_back_a_broken_one_across_its_migration(
     host: Host,
 ) -> None:
     serving = git("rev-parse", "HEAD", cwd=host.app)
+    head = code_head()
     good = host.commit("a good release", {"RELEASE": "good\n"})
 
     first = host.deploy(good)
@@ -272,17 +280,20 @@ def test_deploys_a_release_then_rolls_back_a_broken_one_across_its_migration(
     broken = host.commit(
         "a release that migrates, then cannot start",
         {
-            "migrations/versions/0005_deploy_probe.py": MIGRATION_0005,
+            "migrations/versions/9999_deploy_probe.py": NEW_MIGRATION.format(head=head),
             "blogapi/__main__.py": 'raise SystemExit("this release cannot start")\n',
         },
     )
-    failed = host.deploy(broken, timeout=BROKEN_WAIT_SECONDS)
+    failed = host.deploy(broken)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "previous head: 0004" in failed.stdout
+    assert f"previous head: {head}" in failed.stdout
     assert f"rolling back to {good}" in failed.stderr
-    assert "downgrade the schema to 0004" in failed.stdout
+    assert "this release cannot start" in host.log.read_text()
+    assert f"downgrade the schema to {head}" in failed.stdout
+    assert f"Running upgrade {head} -> deploy_probe" in failed.stderr
+    assert f"Running downgrade deploy_probe -> {head}" in failed.stderr
     assert f"rolled back to {good}" in failed.stderr
-    assert host.schema() == ("0004", False)
+    assert host.schema() == (head, False)
     assert host.health()["commit"] == good
     assert host.ready() == 200
     assert git("rev-parse", "HEAD", cwd=host.app) == good
