@@ -175,6 +175,31 @@ def test_without_a_commit_set_health_names_the_checkouts_head() -> None:
             assert client.get("/health").json()["commit"] == head
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("git") is None,
+    reason="needs root to give a checkout to another user, and git",
+)
+def test_the_checkouts_head_is_read_when_another_user_owns_it(tmp_path: Path) -> None:
+    """On a server the deploy user owns the checkout and the app's user reads it: git's
+    "dubious ownership" check must not hide the commit."""
+    shutil.copytree(ROOT / "blogapi", tmp_path / "blogapi")
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "blogapi"], ["commit", "-qm", "code"]):
+        subprocess.run(["git", *identity, *command], cwd=tmp_path, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["chown", "-R", "nobody", str(tmp_path)], check=True)
+    found = subprocess.run(
+        [sys.executable, "-c", "from blogapi.health import checkout_head; print(checkout_head())"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "SECRET_KEY": "x" * 40},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert found.stdout.strip() == head
+
+
 def test_the_commit_comes_from_the_image_then_heroku(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
