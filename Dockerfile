@@ -16,6 +16,11 @@ RUN useradd --system --uid 10001 --user-group --no-create-home blogapi \
 COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 
+# The commit the image is built from (docker build --build-arg BLOGAPI_COMMIT=$(git rev-parse
+# HEAD) .), reported by /health. Declared after the install so that layer stays cached.
+ARG BLOGAPI_COMMIT=""
+ENV BLOGAPI_COMMIT=$BLOGAPI_COMMIT
+
 COPY alembic.ini ./
 COPY migrations ./migrations
 COPY blogapi ./blogapi

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     emails_from: str = ""
     reset_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    commit: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "BLOGAPI_COMMIT", "SOURCE_VERSION", "HEROKU_SLUG_COMMIT"
+        ),
+        description="The commit this code was built from; else the git checkout's HEAD",
+    )
 
     @field_validator("database_url")
     @classmethod

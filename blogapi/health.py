@@ -1,15 +1,59 @@
-"""Liveness and readiness probes for load balancers and orchestrators."""
+"""Liveness and readiness probes for load balancers and orchestrators.
 
+`/health` also names the version and the commit the process runs, so a deploy can wait
+for the new commit rather than for the old instances to answer.
+"""
+
+import subprocess
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from blogapi import __version__
+from blogapi.config import settings
 from blogapi.db import SessionDep
 from blogapi.errors import RETRY_AFTER_SECONDS, ErrorMessage
 from blogapi.schema import Schema, database_revisions, revision_names
 
 router = APIRouter(prefix="/health", tags=["health"])
+
+CODE_DIR = Path(__file__).resolve().parent.parent
+GIT_SECONDS = 5
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str = Field(description="blogapi's version")
+    commit: str | None = Field(
+        description="The commit the process runs: BLOGAPI_COMMIT (the image's build "
+        "argument), SOURCE_VERSION or HEROKU_SLUG_COMMIT (Heroku), else the HEAD of the "
+        "git checkout the code was loaded from; null when none says"
+    )
+
+    @classmethod
+    def of_this_process(cls) -> "Liveness":
+        """Resolved once as the process starts: a checkout changed under a running
+        process must not make it claim the new commit."""
+        return cls(version=__version__, commit=settings.commit or checkout_head())
+
+
+def checkout_head() -> str | None:
+    """HEAD of the git checkout the code lives at the top of, if it does. The checkout
+    may belong to another user (a deploy user's, read by the app's): name it safe."""
+    try:
+        found = subprocess.run(
+            ["git", "-c", f"safe.directory={CODE_DIR}", "-C", str(CODE_DIR),
+             "rev-parse", "--show-toplevel", "HEAD"],
+            capture_output=True, text=True, timeout=GIT_SECONDS, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = found.stdout.split()
+    if found.returncode != 0 or len(lines) != 2 or Path(lines[0]) != CODE_DIR:
+        return None
+    return lines[1]
 
 
 class Readiness(BaseModel):
@@ -39,9 +83,10 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("", summary="Liveness: the process answers")
-async def alive() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("", summary="Liveness: the process answers, with its version and commit")
+async def alive(request: Request) -> Liveness:
+    liveness: Liveness = request.app.state.liveness
+    return liveness
 
 
 @router.get(

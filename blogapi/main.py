@@ -6,7 +6,17 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from blogapi import account, admin, auth, health, password_reset, posts, users, votes
+from blogapi import (
+    __version__,
+    account,
+    admin,
+    auth,
+    health,
+    password_reset,
+    posts,
+    users,
+    votes,
+)
 from blogapi.config import settings
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
@@ -34,6 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         "password-recovery"
     )
     app.state.schema = Schema.of_this_code(migrating=settings.migrate_on_start)
+    app.state.liveness = health.Liveness.of_this_process()
     try:
         async with anyio.create_task_group() as background:
             if settings.migrate_on_start:
@@ -53,6 +64,7 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="blogapi",
         summary="Users, posts and votes, with JWT login.",
+        version=__version__,
         redirect_slashes=False,
         lifespan=lifespan,
         docs_url=None,

@@ -1,8 +1,9 @@
 """A real browser against a real server: Swagger UI and ReDoc work with no internet.
 
-Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright's Python package; nothing
-downloads a browser) opens /docs, registers through "Try it out", authorizes with the OAuth2
-password form, creates a post and sees it listed. Every request the page makes must go to the
+Headless Chrome or Chromium (BROWSER_PATH, else where GitHub's Ubuntu runners and Debian keep
+one), driven by Playwright's Python package (nothing downloads a browser), opens /docs,
+registers through "Try it out", authorizes with the OAuth2 password form, creates a post and
+sees it listed. Every request the page makes must go to the
 loopback server under test: any other host is blocked and fails the test.
 """
 
@@ -22,11 +23,38 @@ import pytest
 
 from tests.servers import free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
+BROWSER_CANDIDATES = (
+    "/usr/bin/google-chrome",
+    "/usr/bin/google-chrome-stable",
+    "/opt/google/chrome/chrome",
+    "/usr/bin/chromium",
+)
+
+
+LAUNCHER_BYTES = 64 * 1024
+
+
+def starts_a_snap(path: Path) -> bool:
+    """Ubuntu's `chromium` and `chromium-browser` packages install a small script that
+    starts a snap, which can't run in CI."""
+    return path.stat().st_size < LAUNCHER_BYTES and b"/snap/" in path.read_bytes()
+
+
+def find_browser() -> Path | None:
+    """BROWSER_PATH, else the first Chromium-family browser installed."""
+    configured = os.environ.get("BROWSER_PATH")
+    for candidate in [configured] if configured else BROWSER_CANDIDATES:
+        path = Path(candidate)
+        if path.is_file() and os.access(path, os.X_OK) and not starts_a_snap(path):
+            return path
+    return None
+
+
+CHROMIUM = find_browser()
+if CHROMIUM is None:
     pytest.skip(
-        "no Chromium at /usr/bin/chromium: apt-get install -y chromium chromium-driver "
-        "(.ci/run does this)",
+        "no Chrome or Chromium at BROWSER_PATH or in "
+        f"{', '.join(BROWSER_CANDIDATES)} (Debian: apt-get install -y chromium)",
         allow_module_level=True,
     )
 

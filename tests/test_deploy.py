@@ -21,7 +21,11 @@ from urllib.request import urlopen
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from blogapi import __version__
+from blogapi.config import Settings, settings
+from blogapi.main import app
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,10 +57,22 @@ def position(keyword: str, pattern: str) -> int:
     raise AssertionError(f"no {keyword} matching {pattern!r} in the Dockerfile")
 
 
+def dockerfile_args() -> dict[str, str]:
+    """ARG defaults, as a build without --build-arg sees them."""
+    return dict(
+        (pair.split("=", 1) + [""])[:2]
+        for arguments in instructions("ARG")
+        for pair in shlex.split(arguments)
+    )
+
+
 def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
+    args = dockerfile_args()
     for arguments in instructions("ENV"):
-        env |= dict(pair.split("=", 1) for pair in shlex.split(arguments))
+        for pair in shlex.split(arguments):
+            name, value = pair.split("=", 1)
+            env[name] = re.sub(r"\$\{?(\w+)\}?", lambda m: args[m.group(1)], value)
     return env
 
 
@@ -115,9 +131,86 @@ def test_healthcheck_asks_readiness_with_python_not_curl() -> None:
     assert "curl" not in command and "wget" not in command
 
 
+def test_the_commit_build_argument_reaches_the_app_after_the_install() -> None:
+    """`--build-arg BLOGAPI_COMMIT=<sha>` becomes the environment variable /health reads;
+    declared after the dependencies, so a new commit reuses their cached layer."""
+    assert dockerfile_args() == {"BLOGAPI_COMMIT": ""}
+    assert "BLOGAPI_COMMIT" in dockerfile_env()
+    install = position("RUN", r"pip install .*-r requirements\.txt")
+    assert position("ARG", r"^BLOGAPI_COMMIT\b") > install
+    assert position("ENV", r"BLOGAPI_COMMIT=\$BLOGAPI_COMMIT") > install
+
+
 def test_cmd_is_python_m_blogapi_in_exec_form() -> None:
     (cmd,) = instructions("CMD")
     assert json.loads(cmd) == ["python", "-m", "blogapi"]
+
+
+def test_health_names_the_version_and_the_commit_set() -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "commit", "0123abc")
+        with TestClient(app) as client:
+            liveness = client.get("/health")
+            info = client.get("/openapi.json").json()["info"]
+    assert liveness.status_code == 200
+    assert liveness.json() == {
+        "status": "ok",
+        "version": __version__,
+        "commit": "0123abc",
+    }
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+    assert info["version"] == __version__
+
+
+def test_without_a_commit_set_health_names_the_checkouts_head() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("the code is not a git checkout here")
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(settings, "commit", "")
+        with TestClient(app) as client:
+            assert client.get("/health").json()["commit"] == head
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("git") is None,
+    reason="needs root to give a checkout to another user, and git",
+)
+def test_the_checkouts_head_is_read_when_another_user_owns_it(tmp_path: Path) -> None:
+    """On a server the deploy user owns the checkout and the app's user reads it: git's
+    "dubious ownership" check must not hide the commit."""
+    shutil.copytree(ROOT / "blogapi", tmp_path / "blogapi")
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "blogapi"], ["commit", "-qm", "code"]):
+        subprocess.run(["git", *identity, *command], cwd=tmp_path, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["chown", "-R", "nobody", str(tmp_path)], check=True)
+    found = subprocess.run(
+        [sys.executable, "-c", "from blogapi.health import checkout_head; print(checkout_head())"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "SECRET_KEY": "x" * 40},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert found.stdout.strip() == head
+
+
+def test_the_commit_comes_from_the_image_then_heroku(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().commit == ""
+    for variable, commit in [
+        ("HEROKU_SLUG_COMMIT", "c0ffee3"),
+        ("SOURCE_VERSION", "b0ffee2"),
+        ("BLOGAPI_COMMIT", "a0ffee1"),
+    ]:
+        monkeypatch.setenv(variable, commit)
+        assert Settings().commit == commit, f"{variable} does not take precedence"
 
 
 def dockerignore() -> list[str]:
@@ -214,6 +307,169 @@ def test_ci_smoke_run_waits_until_the_image_is_ready() -> None:
     assert "/health/ready" in wait.group(), "it must wait for readiness, not liveness"
 
 
+def workflow() -> dict:
+    return yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+
+
+def steps_of(job: str) -> list[dict]:
+    steps: list[dict] = workflow()["jobs"][job]["steps"]
+    return steps
+
+
+PINNED = re.compile(r"uses: ([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v(\d+)\.\d+\.\d+$")
+NODE_24_MAJORS = {
+    "actions/checkout": 5,
+    "actions/setup-python": 6,
+    "actions/setup-go": 6,
+    "docker/login-action": 4,
+    "docker/setup-buildx-action": 4,
+    "docker/build-push-action": 7,
+    "docker/metadata-action": 6,
+}
+
+
+def test_every_action_is_pinned_to_a_commit_of_a_node_24_release() -> None:
+    lines = (ROOT / ".github/workflows/ci.yml").read_text().splitlines()
+    uses = [line.strip().removeprefix("- ") for line in lines if "uses:" in line]
+    assert uses
+    for line in uses:
+        pinned = PINNED.fullmatch(line)
+        assert pinned, f"{line!r}: pin a full commit SHA, with its version in a comment"
+        action, _, major = pinned.groups()
+        assert action in NODE_24_MAJORS, f"{action}: which release runs on Node 24?"
+        assert int(major) >= NODE_24_MAJORS[action], f"{line!r} runs on Node 20"
+
+
+def test_the_workflow_runs_for_main_tags_and_pull_requests_read_only() -> None:
+    triggers = workflow()[True]  # YAML 1.1 reads the key `on` as true
+    assert triggers["push"] == {"branches": ["main"], "tags": ["v*"]}
+    assert "pull_request" in triggers
+    assert "pull_request_target" not in triggers
+    assert workflow()["permissions"] == {"contents": "read"}
+
+
+def test_only_the_publish_job_may_write_packages() -> None:
+    jobs = workflow()["jobs"]
+    writers = {
+        name
+        for name, job in jobs.items()
+        if "write" in job.get("permissions", {}).values()
+    }
+    assert writers == {"publish"}
+    assert jobs["publish"]["permissions"] == {"contents": "read", "packages": "write"}
+
+
+def test_the_image_is_published_after_the_smoke_run_on_pushes_only() -> None:
+    publish = workflow()["jobs"]["publish"]
+    assert publish["needs"] == "docker"
+    assert "github.event_name == 'push'" in publish["if"]
+    assert "refs/heads/main" in publish["if"] and "refs/tags/v" in publish["if"]
+    steps = {step.get("uses", "").split("@")[0]: step for step in publish["steps"]}
+    meta = steps["docker/metadata-action"]["with"]
+    assert "type=sha,prefix=,format=long" in meta["tags"]
+    assert "type=raw,value=latest,enable={{is_default_branch}}" in meta["tags"]
+    assert "type=semver,pattern={{version}}" in meta["tags"]
+    build = steps["docker/build-push-action"]["with"]
+    assert build["push"] is True
+    assert build["build-args"] == "BLOGAPI_COMMIT=${{ github.sha }}"
+    assert build["labels"] == "${{ steps.meta.outputs.labels }}"
+    assert (
+        build["cache-from"] == "type=gha" and build["cache-to"] == "type=gha,mode=max"
+    )
+    names = next(step["run"] for step in publish["steps"] if step.get("id") == "images")
+    assert "ghcr.io/${GITHUB_REPOSITORY,,}" in names
+
+
+@pytest.mark.parametrize(
+    ("job", "secrets"),
+    [
+        ("deploy-heroku", {"HEROKU_API_KEY", "HEROKU_APP_NAME"}),
+        (
+            "deploy-ubuntu",
+            {"DEPLOY_HOST", "DEPLOY_USER", "DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS"},
+        ),
+    ],
+)
+def test_deploys_run_for_main_one_at_a_time_and_skip_without_their_secrets(
+    job: str, secrets: set[str]
+) -> None:
+    deploy = workflow()["jobs"][job]
+    assert deploy["needs"] == "publish"
+    assert deploy["if"] == (
+        "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    )
+    assert deploy["environment"] == "production"
+    assert deploy["concurrency"]["cancel-in-progress"] is False
+    assert deploy["permissions"] == {"contents": "read"}
+    assert {deploy["env"][name] for name in secrets} == {
+        f"${{{{ secrets.{name} }}}}" for name in secrets
+    }
+    check, *rest = deploy["steps"]
+    assert check["id"] == "secrets"
+    assert "::notice" in check["run"]
+    assert all(f'[ -n "${name}" ]' in check["run"] for name in secrets)
+    assert all(step["if"] == "steps.secrets.outputs.set == 'true'" for step in rest)
+
+
+def test_the_heroku_deploy_pushes_the_commit_and_waits_for_it() -> None:
+    push, wait = [step["run"] for step in steps_of("deploy-heroku") if "run" in step][
+        1:
+    ]
+    assert '"+$GITHUB_SHA:refs/heads/main"' in push
+    assert '"\\"commit\\":\\"$GITHUB_SHA\\""' in wait
+    assert "/health/ready" in wait and "exit 1" in wait
+
+
+def test_the_ubuntu_deploy_pins_the_host_key_and_runs_this_commits_script() -> None:
+    text = (ROOT / ".github/workflows/ci.yml").read_text()
+    assert "StrictHostKeyChecking=no" not in text
+    (ssh,) = [
+        step["run"]
+        for step in steps_of("deploy-ubuntu")
+        if "ssh " in step.get("run", "")
+    ]
+    assert "-o StrictHostKeyChecking=yes" in ssh
+    assert "UserKnownHostsFile=~/.ssh/known_hosts" in ssh
+    assert 'bash -s -- "$GITHUB_SHA" < deploy/deploy.sh' in ssh
+
+
+def test_the_lint_job_checks_the_workflows_as_ci_run_does_and_runs_actionlint() -> None:
+    runs = [step.get("run", "") for step in steps_of("lint")]
+    assert "pip install -r requirements-dev.txt\npip install --no-deps -e .\n" in runs
+    assert not any("grep" in run for run in runs), "the requirements are lock files"
+    for command in ("mypy", "ruff check .", "ruff format --check ."):
+        assert command in runs
+    schema_checks = [run for run in runs if run.startswith("check-jsonschema")]
+    assert len(schema_checks) == 2
+    for command in schema_checks:
+        assert f".venv/bin/{command}" in CI_RUN
+    assert re.search(r"go install github\.com/rhysd/actionlint/cmd/actionlint@v[\d.]+$",
+                     "\n".join(runs), re.MULTILINE)  # fmt: skip
+
+
+def test_the_workflow_and_dependabot_config_match_githubs_schemas() -> None:
+    for schema, files in [
+        ("vendor.github-workflows", sorted((ROOT / ".github/workflows").glob("*.yml"))),
+        ("vendor.dependabot", [ROOT / ".github/dependabot.yml"]),
+    ]:
+        checked = subprocess.run(
+            [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, *files],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_dependabot_keeps_the_action_pins_and_the_python_requirements_current() -> None:
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    ecosystems = {update["package-ecosystem"]: update for update in config["updates"]}
+    assert set(ecosystems) == {"github-actions", "pip"}
+    assert all(update["directory"] == "/" for update in ecosystems.values())
+
+
+def test_ci_run_never_installs_ubuntus_chromium_stub() -> None:
+    assert "chromium" not in re.sub(r"#.*", "", CI_RUN)
+
+
 def test_systemd_unit_restarts_on_failure_as_a_dedicated_user() -> None:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str
@@ -236,14 +492,15 @@ def test_nginx_proxies_to_the_app_with_forwarded_headers() -> None:
 
 
 def test_requirements_are_pinned_and_installed_here_at_those_versions() -> None:
-    """The suite runs on the versions the image installs (direct dependencies)."""
+    """The suite runs on the versions the image installs (a plain pin list, or a
+    pip-compile lock file with hashes)."""
     from importlib.metadata import version
 
-    pins = [
-        line.split("#")[0].strip()
-        for line in (ROOT / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
+    lines = re.sub(r"\\\n", " ", (ROOT / "requirements.txt").read_text())
+    requirements = [
+        line.split("#")[0].split(";")[0].split() for line in lines.splitlines()
     ]
+    pins = [words[0] for words in requirements if words and words[0][0] != "-"]
     for pin in pins:
         match = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[\w,-]+\])?==(\S+)", pin)
         assert match, f"{pin!r} is not pinned with =="
