@@ -6,13 +6,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, status
 from pydantic import model_validator
 from sqlalchemy import Integer, bindparam
+from sqlalchemy.orm import load_only
 from sqlmodel import Field, SQLModel, col, select, update
 
-from blogapi.db import MAX_ID, SessionDep
+from blogapi.db import MAX_ID, RequestBody, SessionDep, attribute
 from blogapi.errors import error_responses
+from blogapi.paging import LINK_HEADER, Cursor, id_ascending
 from blogapi.posts import PAGE_MAX
 from blogapi.users import CurrentUser, User, UserId
 
@@ -29,10 +31,8 @@ class UserAccount(SQLModel):
     is_active: bool
 
 
-class UserAccountUpdate(SQLModel):
+class UserAccountUpdate(RequestBody):
     """Fields left out keep their value; at least one must be sent."""
-
-    model_config = {"json_schema_extra": {"examples": [{"is_active": False}]}}
 
     is_active: bool = Field(
         default=None,
@@ -57,20 +57,18 @@ async def get_current_admin(user: CurrentUser) -> User:
 
 CurrentAdmin = Annotated[User, Depends(get_current_admin)]
 
-_ACCOUNT_COLUMNS = (
-    col(User.id),
-    col(User.email),
-    col(User.created_at),
-    col(User.is_admin),
-    col(User.is_active),
-)
+_ACCOUNT_COLUMNS = (User.id, User.email, User.created_at, User.is_admin, User.is_active)
 """What UserAccount shows, never the password hash."""
-_PAGE = (
-    select(*_ACCOUNT_COLUMNS)
-    .order_by(col(User.id))
+BY_ID = id_ascending(col(User.id))
+_ACCOUNTS = (
+    select(User)
+    .options(load_only(*map(attribute, _ACCOUNT_COLUMNS), raiseload=True))
+    .order_by(*BY_ID.order)
     .limit(bindparam("limit", type_=Integer))
-    .offset(bindparam("skip", type_=Integer))
 )
+_PAGE = _ACCOUNTS.offset(bindparam("skip", type_=Integer))
+_PAGE_AFTER = _ACCOUNTS.where(BY_ID.after)
+LIST_PATH = "/users/"
 _TARGET = col(User.id) == bindparam("user_id", type_=Integer)
 
 router = APIRouter(prefix="/users", tags=["admin"], responses=error_responses(401, 403))
@@ -80,16 +78,28 @@ router = APIRouter(prefix="/users", tags=["admin"], responses=error_responses(40
     "",
     response_model=list[UserAccount],
     summary="List every user (admins only)",
-    description="Every account, disabled ones included, in the order they registered.",
+    description="Every account, disabled ones included, in the order they registered. "
+    'When more follow, a `Link: <URL>; rel="next"` header leads to the next page, as on '
+    "`GET /posts/`.",
+    responses={200: {"headers": {"Link": LINK_HEADER}}},
 )
 async def list_users(
     _: CurrentAdmin,
     session: SessionDep,
+    response: Response,
     limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
-    skip: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-) -> Sequence[Any]:
-    found = await session.exec(_PAGE, params={"limit": limit, "skip": skip})
-    return found.all()
+    skip: Annotated[
+        int,
+        Query(
+            ge=0, le=MAX_ID, description="Users to leave out; above 0 not with `cursor`"
+        ),
+    ] = 0,
+    cursor: Cursor = "",
+) -> Sequence[User]:
+    statement = _PAGE_AFTER if cursor else _PAGE
+    params = {"limit": limit + 1, **BY_ID.start(cursor, skip)}
+    rows = (await session.exec(statement, params=params)).all()
+    return BY_ID.page(rows, limit, response, LIST_PATH, {"limit": limit})
 
 
 @router.patch(
@@ -103,7 +113,16 @@ async def list_users(
 async def update_user(
     admin: CurrentAdmin,
     user_id: UserId,
-    body: UserAccountUpdate,
+    body: Annotated[
+        UserAccountUpdate,
+        Body(
+            openapi_examples={
+                "disable": {"summary": "Disable", "value": {"is_active": False}},
+                "enable": {"summary": "Enable", "value": {"is_active": True}},
+                "make admin": {"summary": "Make an admin", "value": {"is_admin": True}},
+            }
+        ),
+    ],
     session: SessionDep,
 ) -> Any:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -118,7 +137,7 @@ async def update_user(
         update(User)
         .where(_TARGET)
         .values(changes)
-        .returning(*_ACCOUNT_COLUMNS)
+        .returning(*map(col, _ACCOUNT_COLUMNS))
         .execution_options(synchronize_session=False),
         params={"user_id": user_id},
     )

@@ -7,9 +7,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import load_only
 from sqlmodel import SQLModel, col, delete, select, update
 
-from blogapi.db import SessionDep, utc_now
+from blogapi.db import SessionDep, attribute, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import check_password, create_access_token
 from blogapi.throttle import LoginThrottle, client_address, too_many_attempts
@@ -32,11 +33,19 @@ class Token(SQLModel):
 
 
 async def get_login_throttle(request: Request) -> LoginThrottle:
-    return request.app.state.login_throttle
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
 
 
-_LOGIN = select(User.id, User.password_hash, User.token_version, User.is_active).where(
-    User.email == bindparam("email")
+_LOGIN = (
+    select(User)
+    .options(
+        load_only(
+            *map(attribute, (User.password_hash, User.token_version, User.is_active)),
+            raiseload=True,
+        )
+    )
+    .where(User.email == bindparam("email"))
 )
 _REHASH = (
     update(User)
@@ -74,7 +83,7 @@ async def login(
     password_hash = account.password_hash if account else None
     # An unknown email costs the same bcrypt time as a wrong password.
     checked = await run_in_threadpool(check_password, form.password, password_hash)
-    if account is None or not checked.matches:
+    if account is None or account.id is None or not checked.matches:
         raise wrong_login()
     if not account.is_active:
         # Told only to someone who knows the password.

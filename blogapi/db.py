@@ -4,12 +4,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
 from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
@@ -185,3 +186,9 @@ class RequestBody(SQLModel):
     contract. Query and path parameters, which are text, stay lax."""
 
     model_config = {"strict": True}
+
+
+def attribute(field: Any) -> QueryableAttribute[Any]:
+    """A model's field as SQLAlchemy's loader options take it: SQLModel types a class
+    attribute as its value (`User.email: str`), though it is the mapped attribute."""
+    return cast(QueryableAttribute[Any], field)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, cast
 from urllib.parse import urlencode
 
-from fastapi import Response
+from fastapi import Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 from sqlalchemy import ColumnElement, bindparam, tuple_
@@ -22,6 +22,20 @@ from blogapi.config import settings
 from blogapi.db import MAX_ID
 
 CURSOR_MAX_CHARS = 200
+LINK_HEADER = {
+    "description": 'When more follow: `<URL>; rel="next"`, the URL of the next page '
+    "(relative, or on PUBLIC_URL), with the same `limit` (and `search`) and a `cursor`",
+    "schema": {"type": "string"},
+}
+
+Cursor = Annotated[
+    str,
+    Query(
+        max_length=CURSOR_MAX_CHARS,
+        description="Where the page starts: the one in the previous page's `Link` "
+        "header (opaque; a malformed one is a 422)",
+    ),
+]
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -84,6 +98,15 @@ class Keyset(Generic[Key]):
                 "cursor", "Malformed cursor: pass one from a Link header"
             ) from None
         return dict(zip(self._names, key, strict=True))
+
+    def start(self, cursor: str, skip: int) -> dict[str, Any]:
+        """What a page's statement binds to start after `cursor` (with `after`), or
+        `skip` rows in (with an OFFSET); both at once is a 422."""
+        if not cursor:
+            return {"skip": skip}
+        if skip:
+            raise invalid_query("skip", "Pass either `cursor` or `skip`, not both")
+        return self.params(cursor)
 
     def page(
         self,

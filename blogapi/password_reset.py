@@ -31,7 +31,7 @@ from sqlmodel import Field, SQLModel, col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.config import settings
-from blogapi.db import SessionDep, UTCDateTime, utc_now
+from blogapi.db import RequestBody, SessionDep, UTCDateTime, utc_now
 from blogapi.errors import error_responses
 from blogapi.mail import email_configured, send_email
 from blogapi.security import hash_password
@@ -56,7 +56,7 @@ class PasswordResetToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
 
 
-class PasswordRecovery(SQLModel):
+class PasswordRecovery(RequestBody):
     email: EmailStr = Field(
         max_length=EMAIL_MAX_CHARS, schema_extra={"examples": ["ada@example.com"]}
     )
@@ -68,21 +68,11 @@ class RecoveryAccepted(SQLModel):
     )
 
 
-class PasswordReset(SQLModel):
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "token": "kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY",
-                    "new_password": "a new correct horse",
-                }
-            ]
-        }
-    }
-
+class PasswordReset(RequestBody):
     token: str = Field(
         max_length=TOKEN_MAX_CHARS,
         description="The `token` of the emailed link",
+        schema_extra={"examples": ["kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY"]},
     )
     new_password: NewPassword
 
@@ -100,7 +90,7 @@ def reset_text(link: str) -> str:
     )
 
 
-_tokens = PasswordResetToken.__table__
+_tokens = PasswordResetToken.metadata.tables["password_reset_tokens"]
 _NO_SYNC = {"synchronize_session": False}
 _FORGET_EXPIRED = (
     delete(PasswordResetToken)
@@ -150,7 +140,8 @@ _FORGET_USED = (
 
 
 async def get_recovery_throttle(request: Request) -> LoginThrottle:
-    return request.app.state.recovery_throttle
+    throttle: LoginThrottle = request.app.state.recovery_throttle
+    return throttle
 
 
 async def send_reset_link(engine: AsyncEngine, email: str) -> None:

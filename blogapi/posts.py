@@ -28,9 +28,16 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
+from blogapi.db import (
+    MAX_ID,
+    RequestBody,
+    SessionDep,
+    UTCDateTime,
+    attribute,
+    utc_now,
+)
 from blogapi.errors import error_responses
-from blogapi.paging import CURSOR_MAX_CHARS, invalid_query, newest_first
+from blogapi.paging import LINK_HEADER, Cursor, newest_first
 from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
 
 log = logging.getLogger("blogapi")
@@ -143,8 +150,10 @@ def contains_pattern(text: str) -> str:
 # with its owner in one query, and of the owner only what PostPublic shows.
 _WITH_OWNER = (
     select(Post)
-    .join(Post.owner)
-    .options(contains_eager(Post.owner).load_only(User.created_at))
+    .join(attribute(Post.owner))
+    .options(
+        contains_eager(attribute(Post.owner)).load_only(attribute(User.created_at))
+    )
     .where(VISIBLE)
 )
 _ONE_POST = _WITH_OWNER.where(col(Post.id) == bindparam("post_id", type_=Integer))
@@ -206,18 +215,7 @@ LIST_PATH = "/posts/"
     "",
     response_model=list[PostPublic],
     summary="List posts, newest first",
-    responses={
-        200: {
-            "headers": {
-                "Link": {
-                    "description": 'When more posts follow: `<URL>; rel="next"`, the '
-                    "URL of the next page (relative, or on PUBLIC_URL), with the same "
-                    "`limit` and `search` and a `cursor`",
-                    "schema": {"type": "string"},
-                }
-            }
-        }
-    },
+    responses={200: {"headers": {"Link": LINK_HEADER}}},
 )
 async def list_posts(
     user: CurrentUser,
@@ -238,24 +236,17 @@ async def list_posts(
             description="Only posts whose title contains this, ignoring case",
         ),
     ] = "",
-    cursor: Annotated[
-        str,
-        Query(
-            max_length=CURSOR_MAX_CHARS,
-            description="Where the page starts: the one in the previous page's `Link` "
-            "header (opaque; a malformed one is a 422)",
-        ),
-    ] = "",
+    cursor: Cursor = "",
 ) -> Sequence[Post]:
-    params: dict[str, Any] = {**viewer_params(user), "limit": limit + 1}
+    params = {
+        **viewer_params(user),
+        "limit": limit + 1,
+        **NEWEST_FIRST.start(cursor, skip),
+    }
     if cursor:
-        if skip:
-            raise invalid_query("skip", "Pass either `cursor` or `skip`, not both")
         statement = LIST_SEARCH_AFTER if search else LIST_AFTER
-        params |= NEWEST_FIRST.params(cursor)
     else:
         statement = LIST_SEARCH if search else LIST_PAGE
-        params["skip"] = skip
     query: dict[str, str | int] = {"limit": limit}
     if search:
         params["pattern"], query["search"] = contains_pattern(search), search

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel, col, exists, select
 
-from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
+from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, attribute, utc_now
 from blogapi.errors import error_responses
 from blogapi.security import (
     BCRYPT_MAX_BYTES,
@@ -139,7 +139,7 @@ def token_params(claims: AccessClaims) -> dict[str, Any]:
     }
 
 
-_NO_HASH = defer(User.password_hash, raiseload=True)
+_NO_HASH = defer(attribute(User.password_hash), raiseload=True)
 """Reads never load a password hash: the routes that check one ask for it by name."""
 
 _TOKEN_USER = select(User).where(TOKEN_IS_CURRENT).options(_NO_HASH)
