@@ -135,8 +135,9 @@ class Settings(BaseSettings):
 
     @property
     def sqlite_path(self) -> Path | None:
+        """The SQLite database's file; None for an in-memory one or another database."""
         database = make_url(self.database_url).database
-        if not database or database == ":memory:":
+        if not self.is_sqlite or not database or database == ":memory:":
             return None
         return Path(database)
 

@@ -19,6 +19,7 @@ from tests.factories import (
     login,
     vote,
 )
+from tests.test_paging import walk
 from tests.test_query_counts import USER_LOOKUP, recorded_statements
 
 
@@ -310,3 +311,31 @@ def test_admin_requests_run_a_fixed_number_of_statements(client: TestClient) -> 
         "read draft": expected,
         "delete": expected + 1,
     }
+
+
+def test_the_user_list_pages_by_cursor_in_id_order_while_users_come_and_go(
+    client: TestClient,
+) -> None:
+    admin_user, admin = create_admin_and_login(client)
+    users = [create_user(client) for _ in range(6)]
+    first = client.get("/users/?limit=2", headers=admin)
+    assert first.status_code == 200
+    assert "cursor=" in first.links["next"]["url"]
+
+    seen = [user["id"] for user in walk(client, admin, "/users/?limit=2")]
+    newcomer = create_user(client)
+    after_first_page = walk(client, admin, first.links["next"]["url"])
+
+    assert seen == [admin_user["id"]] + [user["id"] for user in users]
+    assert [user["id"] for user in after_first_page] == [
+        user["id"] for user in users[1:]
+    ] + [newcomer["id"]]
+    assert_invalid(
+        client.get("/users/?cursor=nonsense", headers=admin), ("query", "cursor")
+    )
+    assert_invalid(
+        client.get(
+            f"/users/?skip=1&{first.links['next']['url'].split('?')[1]}", headers=admin
+        ),
+        ("query", "skip"),
+    )

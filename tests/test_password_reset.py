@@ -32,7 +32,7 @@ from tests.factories import (
 from tests.servers import free_port
 from tests.test_query_counts import recorded_statements
 
-PUBLIC_URL = "https://blog.example.com/"
+PUBLIC_URL = "https://blog.example.com"
 NEW_PASSWORD = "a brand new password"
 ACCEPTED = {
     "message": "If an active account has this email, a password reset link is on its way"
