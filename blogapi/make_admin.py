@@ -52,7 +52,7 @@ def make_admin(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     email = normal_email(args.email)
     database = settings.sqlite_path
-    if database is not None and not database.exists():
+    if settings.is_sqlite and database is not None and not database.exists():
         # Connecting would create an empty file there.
         print(
             f"There is no database at {database}: set DATABASE_URL to the server's.",

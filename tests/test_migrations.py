@@ -198,3 +198,50 @@ def test_servers_migrating_at_once_take_turns(
     assert sum("Running upgrade  -> 0001" in output for output in outputs) == 1
     head = ScriptDirectory.from_config(Config(ALEMBIC_INI)).get_current_head()
     assert current_revision(scratch_engine) == head
+
+
+def test_0005_keeps_every_row_and_never_reuses_an_id_both_ways(
+    alembic_config: Config, scratch_engine: Engine
+) -> None:
+    """Its columns are added and dropped in place: no copy of the users table, whose
+    drop would cascade to every post and vote."""
+    command.upgrade(alembic_config, "0004")
+    with scratch_engine.begin() as connection:
+        for statement in (
+            (
+                "INSERT INTO users (email, password_hash, created_at) "
+                "VALUES ('a@example.com', 'x', CURRENT_TIMESTAMP), "
+                "('b@example.com', 'x', CURRENT_TIMESTAMP)"
+            ),
+            (
+                "INSERT INTO posts (title, content, published, owner_id, created_at, votes) "
+                "VALUES ('t', 'c', true, 1, CURRENT_TIMESTAMP, 0)"
+            ),
+            (
+                "INSERT INTO votes (user_id, post_id, created_at) "
+                "VALUES (1, 1, CURRENT_TIMESTAMP)"
+            ),
+            "DELETE FROM users WHERE id = 2",
+        ):
+            connection.execute(text(statement))
+
+    command.upgrade(alembic_config, "0005")
+    with scratch_engine.begin() as connection:
+        flags = connection.execute(text("SELECT is_admin, is_active FROM users")).all()
+    command.downgrade(alembic_config, "0004")
+
+    assert [tuple(map(bool, row)) for row in flags] == [(False, True)]
+    with scratch_engine.begin() as connection:
+        counts = [
+            connection.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+            for table in ("users", "posts", "votes")
+        ]
+        connection.execute(
+            text(
+                "INSERT INTO users (email, password_hash, created_at) "
+                "VALUES ('c@example.com', 'x', CURRENT_TIMESTAMP)"
+            )
+        )
+        newest = connection.execute(text("SELECT max(id) FROM users")).scalar()
+    assert counts == [1, 1, 1]
+    assert newest == 3

@@ -21,17 +21,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "is_admin", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
-        )
-        batch_op.add_column(
-            sa.Column(
-                "is_active", sa.Boolean(), nullable=False, server_default=sa.true()
-            )
-        )
+    # Constant defaults, and no batch: SQLite adds such columns in place (a batch could
+    # copy the table, see downgrade).
+    op.add_column(
+        "users",
+        sa.Column("is_admin", sa.Boolean(), nullable=False, server_default="0"),
+    )
+    op.add_column(
+        "users",
+        sa.Column("is_active", sa.Boolean(), nullable=False, server_default="1"),
+    )
     op.create_table(
         "password_reset_tokens",
         sa.Column("token_hash", sqlmodel.AutoString(length=64), nullable=False),
@@ -57,6 +56,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("password_reset_tokens")
-    with op.batch_alter_table("users") as batch_op:
-        batch_op.drop_column("is_active")
-        batch_op.drop_column("is_admin")
+    # Not in a batch: on SQLite that copies the users table and drops the old one, and
+    # the drop's ON DELETE CASCADE would empty posts and votes. SQLite (3.35 and later)
+    # drops these columns in place.
+    op.drop_column("users", "is_active")
+    op.drop_column("users", "is_admin")
