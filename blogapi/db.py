@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -166,13 +168,32 @@ def _ping_if_idle(
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's session. It takes a connection from the pool at its first statement
-    (so a route can hash a password before it holds one) and gives it back when the
-    request is done, or earlier when the route closes the session."""
+    """The request's session, with its connection taken from the pool in the order the
+    requests asked for one. It gives the connection back when the request is done, or
+    earlier when the route closes the session (before bcrypt runs, say); a statement
+    after that takes one again."""
     state = request.app.state
     state.schema.require_migrated()
     async with AsyncSession(state.engine, expire_on_commit=False) as session:
+        await _connect_in_turn(session, state.connection_line)
         yield session
+
+
+async def _connect_in_turn(session: AsyncSession, line: anyio.Lock) -> None:
+    """SQLAlchemy's async pool may give a connection that is being put back to a request
+    that has just asked for one, ahead of those already waiting. Requests line up here
+    first (anyio's Lock hands over in arrival order) and go to the pool one at a time,
+    so the one at the pool is the longest waiting. Waiting in line counts against
+    DB_POOL_TIMEOUT, as waiting in the pool does."""
+    try:
+        with anyio.fail_after(settings.db_pool_timeout):
+            await line.acquire()
+    except TimeoutError:
+        raise PoolTimeoutError("no database connection came free in time") from None
+    try:
+        await session.connection()
+    finally:
+        line.release()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

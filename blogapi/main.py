@@ -39,6 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.require_secret_key()
     await anyio.to_thread.run_sync(dummy_hash)
     app.state.engine = build_engine(settings.database_url)
+    app.state.connection_line = anyio.Lock()
     app.state.login_throttle = build_login_throttle()
     app.state.recovery_throttle = app.state.login_throttle.for_purpose(
         "password-recovery"

@@ -185,7 +185,7 @@ router = APIRouter(prefix="/users", tags=["users"])
     responses=error_responses(400, 409),
 )
 async def create_user(body: UserCreate, session: SessionDep) -> User:
-    # Hashed before the session's first statement, so no connection is held for bcrypt.
+    await session.close()  # no connection is held while bcrypt runs
     password_hash = await run_in_threadpool(hash_password, body.password)
     user = User.model_validate(body, update={"password_hash": password_hash})
     session.add(user)

@@ -612,12 +612,6 @@ async def queue_for_the_only_connection(app: FastAPI, headers: dict[str, str]) -
             event.remove(pool, "checkin", on_checkin)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: SQLAlchemy's async pool queue (asyncio.Queue, and its "
-    "get_nowait first) lets a request that asks as a connection is put back take it "
-    "ahead of those waiting; the fair queue in front of the pool went with 40bb572",
-)
 def test_requests_get_the_database_connection_in_arrival_order_newcomers_included(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
