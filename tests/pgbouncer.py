@@ -30,7 +30,7 @@ from tests.servers import free_port, postgres_test_url
 
 POOL_SIZE = 5
 """Server connections per database: fewer than one app worker's pool."""
-START_SECONDS = 10
+START_SECONDS = 60
 STOP_SECONDS = 5
 
 IGNORED_STARTUP_PARAMETERS = ""

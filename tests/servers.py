@@ -36,8 +36,8 @@ from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "server-test-secret-key-that-is-long-enough-for-hs256"
-START_SECONDS = 30
-STOP_SECONDS = 15
+START_SECONDS = 120
+STOP_SECONDS = 60
 
 
 def free_port() -> int:

@@ -84,7 +84,8 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 EMAIL = "swagger@example.com"
 PASSWORD = "correct horse battery"
 TITLE = "Posted from Swagger UI"
-UI_TIMEOUT_MS = 15_000
+UI_TIMEOUT_MS = 60_000
+"""How long a page step or an `expect` may wait: generous, a loaded machine renders slowly."""
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
@@ -98,7 +99,7 @@ class LiveServer:
 
 
 def wait_until_up(base_url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if server.poll() is not None:
             pytest.fail(
@@ -183,6 +184,7 @@ def page(browser: Browser) -> Iterator[Page]:
     """
     context = browser.new_context()
     context.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     problems: list[str] = []
 
     def loopback_only(route: Route, request: Request) -> None:

@@ -50,10 +50,10 @@ from tests.servers import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD_IN_URL = "never-log-this-pw"
-ALIVE_SECONDS = 30
+ALIVE_SECONDS = 120
 """How soon the server answers /health with the database down: generous, since a loaded
 machine starts gunicorn slowly; a server that waited for the database never would."""
-READY_SECONDS = 60
+READY_SECONDS = 120
 """How soon it is ready once the database is back: a retry interval plus the migrations,
 with room for a loaded machine."""
 RELEASE_SECONDS = 40
