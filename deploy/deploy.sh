@@ -113,11 +113,7 @@ rollback() {
 install() {
   step "install the requirements into $venv" &&
     run "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-      -r requirements.txt &&
-    if [ -f pyproject.toml ]; then
-      run "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        --no-deps -e .
-    fi
+      -r requirements.txt
 }
 
 restart_and_wait() {
