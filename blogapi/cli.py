@@ -2,8 +2,6 @@
 `main`): with no command it serves the API (blogapi.server); `make-admin` makes a user
 an admin (blogapi.make_admin)."""
 
-import os
-import secrets
 import sys
 from collections.abc import Sequence
 
@@ -13,9 +11,7 @@ MAKE_ADMIN = "make-admin"
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == [MAKE_ADMIN]:
-        # make-admin signs no tokens: a throwaway key, set before the settings are
-        # read, spares it SECRET_KEY (and a SQLite database its key file).
-        os.environ["SECRET_KEY"] = secrets.token_urlsafe(48)
+        # Imported here, so that serving never loads the command's code, nor it the server's.
         from blogapi.make_admin import make_admin
 
         sys.exit(make_admin(args[1:]))

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,25 @@ def test_make_admin_creates_no_sqlite_file(tmp_path: Path) -> None:
         "server's.\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_blogapi_console_script_is_python_m_blogapi(tmp_path: Path) -> None:
+    """`pip install --no-deps -e .` (the README's install) puts a `blogapi` command beside
+    the interpreter; it is the same entry point as `python -m blogapi`."""
+    try:
+        version("blogapi")
+    except PackageNotFoundError:
+        pytest.skip("the project is not installed: pip install --no-deps -e .")
+    script = Path(sys.executable).with_name("blogapi")
+
+    done = subprocess.run(
+        [str(script), "make-admin", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "--revoke" in done.stdout
