@@ -35,5 +35,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("revoked_tokens")
-    with op.batch_alter_table("users") as batch_op:
-        batch_op.drop_column("token_version")
+    # Not in a batch: on SQLite that copies the users table and drops the old one, and
+    # the drop cascades to every post and vote. SQLite 3.35+ drops a column in place.
+    op.drop_column("users", "token_version")
