@@ -6,16 +6,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Response, status
 from pydantic import model_validator
 from sqlalchemy import Integer, bindparam
 from sqlalchemy.orm import load_only
 from sqlmodel import Field, SQLModel, col, select, update
 
-from blogapi.db import MAX_ID, RequestBody, SessionDep, attribute
+from blogapi.db import RequestBody, SessionDep, attribute
 from blogapi.errors import error_responses
-from blogapi.paging import LINK_HEADER, Cursor, id_ascending
-from blogapi.posts import PAGE_MAX
+from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, id_ascending
 from blogapi.users import CurrentUser, User, UserId
 
 log = logging.getLogger("blogapi")
@@ -87,13 +86,8 @@ async def list_users(
     _: CurrentAdmin,
     session: SessionDep,
     response: Response,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
-    skip: Annotated[
-        int,
-        Query(
-            ge=0, le=MAX_ID, description="Users to leave out; above 0 not with `cursor`"
-        ),
-    ] = 0,
+    limit: Limit = 10,
+    skip: Skip = 0,
     cursor: Cursor = "",
 ) -> Sequence[User]:
     statement = _PAGE_AFTER if cursor else _PAGE

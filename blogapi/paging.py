@@ -16,12 +16,19 @@ from fastapi import Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 from sqlalchemy import ColumnElement, bindparam, tuple_
-from sqlalchemy.orm import Mapped, QueryableAttribute
+from sqlalchemy.orm import Mapped
 
 from blogapi.config import settings
-from blogapi.db import MAX_ID
+from blogapi.db import MAX_ID, attribute
 
 CURSOR_MAX_CHARS = 200
+PAGE_MAX = 100
+
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX)]
+Skip = Annotated[
+    int,
+    Query(ge=0, le=MAX_ID, description="Rows to leave out; above 0 not with `cursor`"),
+]
 LINK_HEADER = {
     "description": 'When more follow: `<URL>; rel="next"`, the URL of the next page '
     "(relative, or on PUBLIC_URL), with the same `limit` (and `search`) and a `cursor`",
@@ -66,8 +73,7 @@ class Keyset(Generic[Key]):
         descending: bool = False,
     ) -> None:
         self._key: TypeAdapter[Key] = TypeAdapter(key)
-        # What sqlmodel.col() types as Mapped is the model's attribute.
-        self._columns = [cast(QueryableAttribute[Any], column) for column in columns]
+        self._columns = [attribute(column) for column in columns]
         self._names = [f"after_{column.key}" for column in self._columns]
         self.order = [column.desc() if descending else column for column in columns]
         """The ORDER BY clauses."""

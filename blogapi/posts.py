@@ -37,14 +37,13 @@ from blogapi.db import (
     utc_now,
 )
 from blogapi.errors import error_responses
-from blogapi.paging import LINK_HEADER, Cursor, newest_first
+from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, newest_first
 from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
 
 log = logging.getLogger("blogapi")
 
 TITLE_MAX_CHARS = 300
 CONTENT_MAX_CHARS = 10_000
-PAGE_MAX = 100
 NO_NUL = r"^[^\x00]*$"
 
 
@@ -221,13 +220,8 @@ async def list_posts(
     user: CurrentUser,
     session: SessionDep,
     response: Response,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 10,
-    skip: Annotated[
-        int,
-        Query(
-            ge=0, le=MAX_ID, description="Posts to leave out; above 0 not with `cursor`"
-        ),
-    ] = 0,
+    limit: Limit = 10,
+    skip: Skip = 0,
     search: Annotated[
         str,
         Query(

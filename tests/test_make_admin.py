@@ -18,9 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def blogapi_command(
-    *args: str, database_url: str, cwd: Path
+    *args: str,
+    database_url: str,
+    cwd: Path,
+    program: tuple[str, ...] = (sys.executable, "-m", "blogapi"),
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m blogapi ARGS` with DATABASE_URL and nothing else of blogapi's set."""
+    """`python -m blogapi ARGS` (or `program` ARGS) with DATABASE_URL and nothing else of
+    blogapi's set."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -29,7 +33,7 @@ def blogapi_command(
     env["DATABASE_URL"] = database_url
     env["PYTHONPATH"] = str(ROOT)  # run elsewhere, so that nothing lands in the repo
     return subprocess.run(
-        [sys.executable, "-m", "blogapi", *args],
+        [*program, *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -210,13 +214,12 @@ def test_the_blogapi_console_script_is_python_m_blogapi(tmp_path: Path) -> None:
         pytest.skip("the project is not installed: pip install --no-deps -e .")
     script = Path(sys.executable).with_name("blogapi")
 
-    done = subprocess.run(
-        [str(script), "make-admin", "--help"],
+    done = blogapi_command(
+        "make-admin",
+        "--help",
+        database_url=settings.database_url,
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_SECONDS,
-        check=False,
+        program=(str(script),),
     )
 
     assert done.returncode == 0, done.stderr
