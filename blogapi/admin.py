@@ -6,16 +6,25 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Body, Response
 from pydantic import model_validator
 from sqlalchemy import Integer, bindparam
 from sqlalchemy.orm import load_only
 from sqlmodel import Field, SQLModel, col, select, update
 
-from blogapi.db import RequestBody, SessionDep, attribute
-from blogapi.errors import error_responses
+from blogapi.auth import CurrentAdmin
+from blogapi.db import SessionDep
+from blogapi.errors import (
+    Conflict,
+    Forbidden,
+    InvalidCredentials,
+    MalformedBody,
+    NotFound,
+    error_responses,
+)
+from blogapi.model_base import RequestBody, attribute
 from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, id_ascending
-from blogapi.users import CurrentUser, User, UserId
+from blogapi.users import USER_NOT_FOUND, User, UserId
 
 log = logging.getLogger("blogapi")
 
@@ -48,14 +57,6 @@ class UserAccountUpdate(RequestBody):
         return self
 
 
-async def get_current_admin(user: CurrentUser) -> User:
-    if not user.is_admin:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "Only admins may do this")
-    return user
-
-
-CurrentAdmin = Annotated[User, Depends(get_current_admin)]
-
 _ACCOUNT_COLUMNS = (User.id, User.email, User.created_at, User.is_admin, User.is_active)
 """What UserAccount shows, never the password hash."""
 BY_ID = id_ascending(col(User.id))
@@ -70,7 +71,11 @@ _PAGE_AFTER = _ACCOUNTS.where(BY_ID.after)
 LIST_PATH = "/users/"
 _TARGET = col(User.id) == bindparam("user_id", type_=Integer)
 
-router = APIRouter(prefix="/users", tags=["admin"], responses=error_responses(401, 403))
+router = APIRouter(
+    prefix="/users",
+    tags=["admin"],
+    responses=error_responses(InvalidCredentials, Forbidden),
+)
 
 
 @router.get(
@@ -102,7 +107,7 @@ async def list_users(
     summary="Disable or enable a user, make or unmake an admin (admins only)",
     description="Admins cannot disable or demote themselves (409), so one is always "
     "left; `python -m blogapi make-admin` makes the first.",
-    responses=error_responses(400, 404, 409),
+    responses=error_responses(MalformedBody, NotFound, Conflict),
 )
 async def update_user(
     admin: CurrentAdmin,
@@ -121,9 +126,7 @@ async def update_user(
 ) -> Any:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     if user_id == admin.id and False in changes.values():
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, "Admins cannot disable or demote themselves"
-        )
+        raise Conflict("Admins cannot disable or demote themselves")
     if changes.get("is_active") is False:
         # Once enabled again, the user logs in anew: no token from before works.
         changes["token_version"] = User.token_version + 1
@@ -137,7 +140,7 @@ async def update_user(
     )
     account = changed.first()
     if account is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "User not found")
+        raise NotFound(USER_NOT_FOUND)
     await session.commit()
     log.info(
         "admin %d (%s) changed user %d: %s",

@@ -1,30 +1,54 @@
-"""The /login and /logout routes: the OAuth2 password flow and token revocation."""
+"""Authentication, in one place: the bearer scheme and its token's claims, the condition
+that a token is still current, the `CurrentUser` and `CurrentAdmin` dependencies, the
+401 and 403 answers, checking a user's password, and the /login and /logout routes
+(the OAuth2 password flow and token revocation).
 
-from typing import Annotated, Literal
+JWT encoding and password hashing are below, in blogapi.security.
+"""
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import OAuth2PasswordRequestForm
-from sqlalchemy import bindparam
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from sqlalchemy import Integer, and_, bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import load_only
-from sqlmodel import SQLModel, col, delete, select, update
+from sqlmodel import Field, SQLModel, col, delete, exists, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import SessionDep, attribute, utc_now
-from blogapi.errors import error_responses
-from blogapi.security import check_password, create_access_token
-from blogapi.throttle import LoginThrottle, client_address, too_many_attempts
-from blogapi.tokens import RevokedToken
-from blogapi.users import (
-    EMAIL_MAX_CHARS,
-    CurrentUser,
-    TokenClaims,
-    User,
-    normal_email,
-    wrong_login,
+from blogapi.db import SessionDep
+from blogapi.errors import (
+    Forbidden,
+    InvalidCredentials,
+    TooManyAttempts,
+    WrongLogin,
+    error_responses,
 )
+from blogapi.model_base import UTCDateTime, attribute, utc_now
+from blogapi.resources import Resources
+from blogapi.security import (
+    TOKEN_ID_MAX_CHARS,
+    AccessClaims,
+    check_password,
+    create_access_token,
+    read_access_token,
+)
+from blogapi.throttle import client_address
+from blogapi.users import EMAIL_MAX_CHARS, WITHOUT_PASSWORD_HASH, User, normal_email
 
 ACCOUNT_DISABLED = "This account is disabled; ask an administrator to enable it"
+ONLY_ADMINS = "Only admins may do this"
+
+
+class RevokedToken(SQLModel, table=True):
+    """Access tokens refused before they expire (POST /logout)."""
+
+    __tablename__ = "revoked_tokens"
+
+    token_id: str = Field(primary_key=True, max_length=TOKEN_ID_MAX_CHARS)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
 
 
 class Token(SQLModel):
@@ -32,9 +56,84 @@ class Token(SQLModel):
     token_type: Literal["bearer"] = "bearer"
 
 
-async def get_login_throttle(request: Request) -> LoginThrottle:
-    throttle: LoginThrottle = request.app.state.login_throttle
-    return throttle
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
+
+
+async def get_token_claims(
+    token: Annotated[str, Depends(oauth2_scheme)],
+) -> AccessClaims:
+    claims = read_access_token(token)
+    if claims is None:
+        raise InvalidCredentials()
+    return claims
+
+
+TokenClaims = Annotated[AccessClaims, Depends(get_token_claims)]
+
+
+TOKEN_IS_CURRENT = and_(
+    col(User.id) == bindparam("user_id", type_=Integer),
+    col(User.is_active),
+    col(User.token_version) == bindparam("version", type_=Integer),
+    ~exists().where(col(RevokedToken.token_id) == bindparam("token_id")),
+)
+"""A users-table condition that holds for the token's user alone, while the account is
+active and the token neither revoked nor outdated by a password change; bind it with
+`token_params`. Writes on the user's own row repeat it, so a token revoked meanwhile
+changes nothing."""
+
+
+def token_params(claims: AccessClaims) -> dict[str, Any]:
+    return {
+        "user_id": claims.user_id,
+        "version": claims.version,
+        "token_id": claims.token_id,
+    }
+
+
+_TOKEN_USER = select(User).where(TOKEN_IS_CURRENT).options(WITHOUT_PASSWORD_HASH)
+"""Built once: every authenticated request runs it."""
+
+
+async def get_current_user(claims: TokenClaims, session: SessionDep) -> User:
+    """The token's user, in one indexed query that also refuses revoked tokens."""
+    found = await session.exec(_TOKEN_USER, params=token_params(claims))
+    user = found.first()
+    if user is None:
+        raise InvalidCredentials()
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_current_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden(ONLY_ADMINS)
+    return user
+
+
+CurrentAdmin = Annotated[User, Depends(get_current_admin)]
+
+_PASSWORD_HASH = select(User.password_hash).where(
+    User.id == bindparam("user_id", type_=Integer)
+)
+
+
+async def confirm_password(session: AsyncSession, user: User, password: str) -> None:
+    """Refuse (WrongLogin) unless `password` is the signed-in user's.
+
+    bcrypt runs after the session has given its connection back to the pool, so a burst
+    of these requests does not keep others from the database. The write that follows
+    checks the token again (TOKEN_IS_CURRENT), in the statement that changes the row.
+    """
+    found = await session.exec(_PASSWORD_HASH, params={"user_id": user.id})
+    password_hash = found.first()
+    await session.close()
+    if password_hash is None:
+        raise InvalidCredentials()  # the account was deleted meanwhile
+    if not (await run_in_threadpool(check_password, password, password_hash)).matches:
+        raise WrongLogin()
 
 
 _LOGIN = (
@@ -61,22 +160,21 @@ router = APIRouter(tags=["authentication"])
 @router.post(
     "/login",
     summary="Log in for an access token",
-    responses=error_responses(403, 429),
+    responses=error_responses(WrongLogin, Forbidden, TooManyAttempts),
 )
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     request: Request,
     response: Response,
-    throttle: Annotated[LoginThrottle, Depends(get_login_throttle)],
+    resources: Resources,
     session: SessionDep,
 ) -> Token:
     if len(form.username) > EMAIL_MAX_CHARS or "\0" in form.username:
-        raise wrong_login()
+        raise WrongLogin()
     email = normal_email(form.username)
     address = client_address(request)
-    retry_after = await throttle.attempt(email, address)
-    if retry_after is not None:
-        raise too_many_attempts(retry_after, "Too many failed logins")
+    throttle = resources.login_throttle
+    await throttle.check(email, address, "Too many failed logins")
     found = await session.exec(_LOGIN, params={"email": email})
     account = found.first()
     await session.close()  # the connection goes back to the pool before bcrypt runs
@@ -84,10 +182,9 @@ async def login(
     # An unknown email costs the same bcrypt time as a wrong password.
     checked = await run_in_threadpool(check_password, form.password, password_hash)
     if account is None or account.id is None or not checked.matches:
-        raise wrong_login()
+        raise WrongLogin()
     if not account.is_active:
-        # Told only to someone who knows the password.
-        raise HTTPException(status.HTTP_403_FORBIDDEN, ACCOUNT_DISABLED)
+        raise Forbidden(ACCOUNT_DISABLED)  # told only to someone who knows the password
     if checked.new_hash is not None:
         await session.exec(
             _REHASH,
@@ -103,20 +200,24 @@ async def login(
     return Token(access_token=create_access_token(account.id, account.token_version))
 
 
+_FORGET_EXPIRED = (
+    delete(RevokedToken)
+    .where(col(RevokedToken.expires_at) < bindparam("now", type_=UTCDateTime))
+    .execution_options(synchronize_session=False)
+)
+
+
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke the access token this request carries",
-    responses=error_responses(401),
+    responses=error_responses(InvalidCredentials),
 )
 async def logout(_: CurrentUser, claims: TokenClaims, session: SessionDep) -> None:
-    await session.exec(
-        delete(RevokedToken).where(col(RevokedToken.expires_at) < utc_now())
-    )
+    await session.exec(_FORGET_EXPIRED, params={"now": utc_now()})
     session.add(RevokedToken(token_id=claims.token_id, expires_at=claims.expires_at))
     try:
         await session.commit()
     except IntegrityError:
-        await (
-            session.rollback()
-        )  # a concurrent logout with the same token revoked it first
+        # A concurrent logout with the same token revoked it first.
+        await session.rollback()

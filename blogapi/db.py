@@ -1,59 +1,27 @@
-"""The database: engines, the request's session, and the column types the models share."""
+"""The database: engines, and the request's session."""
 
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, Request
-from sqlalchemy import URL, DateTime, Dialect, Engine, create_engine, event, make_url
+from fastapi import Depends
+from sqlalchemy import URL, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
-from sqlalchemy.types import TypeDecorator
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.config import settings
-
-SQLModel.metadata.naming_convention = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-MAX_ID = 2**31 - 1
-"""Ids are INTEGER columns: anything above this cannot name a row."""
+from blogapi.resources import Resources
 
 CONNECT_TIMEOUT_SECONDS = 5
 """libpq's connect_timeout when DATABASE_URL sets none."""
 
 IDLE_PING_SECONDS = 1.0
 """A pooled connection idle for longer than this is checked before it is handed out."""
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware timestamp; SQLite hands back naive values, which are UTC here."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_result_value(
-        self, value: datetime | None, dialect: Any
-    ) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _unicode_lower(value: Any) -> Any:
@@ -167,15 +135,14 @@ def _ping_if_idle(
     return check
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_session(resources: Resources) -> AsyncIterator[AsyncSession]:
     """The request's session, with its connection taken from the pool in the order the
     requests asked for one. It gives the connection back when the request is done, or
     earlier when the route closes the session (before bcrypt runs, say); a statement
     after that takes one again."""
-    state = request.app.state
-    state.schema.require_migrated()
-    async with AsyncSession(state.engine, expire_on_commit=False) as session:
-        await _connect_in_turn(session, state.connection_line)
+    resources.require_ready()
+    async with AsyncSession(resources.engine, expire_on_commit=False) as session:
+        await _connect_in_turn(session, resources.connection_line)
         yield session
 
 
@@ -199,17 +166,3 @@ async def _connect_in_turn(session: AsyncSession, line: anyio.Lock) -> None:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 """Closed when the route returns: its connection is back in the pool before the response
 is validated and sent (routes return objects loaded in full)."""
-
-
-class RequestBody(SQLModel):
-    """The base of every request body: strict, so a value must have the JSON type the
-    schema gives (`0` is no boolean, `"5"` no integer) and the OpenAPI document is the
-    contract. Query and path parameters, which are text, stay lax."""
-
-    model_config = {"strict": True}
-
-
-def attribute(field: Any) -> QueryableAttribute[Any]:
-    """A model's field as SQLAlchemy's loader options take it: SQLModel types a class
-    attribute as its value (`User.email: str`), though it is the mapped attribute."""
-    return cast(QueryableAttribute[Any], field)

@@ -1,127 +1,153 @@
-"""The error body every failure shares, and the handlers that keep it JSON."""
+"""The error vocabulary: every failure a client is told about, as an exception that
+carries its status, detail and headers. Code at any level raises these; one handler
+(blogapi.error_handlers) renders them, and `error_responses()` documents a route's
+answers from the same classes."""
 
-import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
-from starlette.routing import Match
-
-log = logging.getLogger("blogapi")
 
 RETRY_AFTER_SECONDS = 5
+"""What Retry-After says when the database is unavailable or not ready yet."""
 
 
 class ErrorMessage(BaseModel):
     detail: str
 
 
-def error_responses(*status_codes: int) -> dict[int | str, dict[str, type[BaseModel]]]:
-    """OpenAPI entries for the error statuses a route documents."""
-    return {code: {"model": ErrorMessage} for code in status_codes}
+class ApiError(Exception):
+    """A failure answered with `status_code` and `{"detail": ...}`.
+
+    Subclasses set the status, the detail they give unless told another, the headers
+    they always send, and what the OpenAPI document says of them.
+    """
+
+    status_code: ClassVar[int]
+    default_detail: ClassVar[str] = ""
+    always_headers: ClassVar[Mapping[str, str]] = {}
+    documented_headers: ClassVar[Mapping[str, str]] = {}
+    """Header name: what it says, for the OpenAPI document."""
+    description: ClassVar[str]
+
+    def __init__(
+        self, detail: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.detail = detail or self.default_detail
+        self.headers = {**self.always_headers, **(headers or {})}
+        super().__init__(self.detail)
 
 
-async def _invalid_request(
-    request: Request, exc: RequestValidationError
-) -> JSONResponse:
-    """FastAPI's 422 without the `input` it echoes: that may be a password, or text that
-    JSON can't carry back (a lone surrogate, `1e400`) and would turn the answer into a 500."""
-    errors = [
-        {key: value for key, value in error.items() if key != "input"}
-        for error in exc.errors()
-    ]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+class MalformedBody(ApiError):
+    """Raised by FastAPI itself; here to be documented."""
+
+    status_code = 400
+    default_detail = "There was an error parsing the body"
+    description = "The body is not JSON (or not UTF-8)"
 
 
-_ROUTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+class InvalidToken(ApiError):
+    status_code = 400
+    description = "The token is unknown, used or expired"
 
 
-async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    """FastAPI's answer, with a 405's Allow header naming every method the path has:
-    Starlette names only those of the first route that matched the path."""
-    if exc.status_code == 405:
-        allowed = [
-            method
-            for method in _ROUTED_METHODS
-            if any(
-                route.matches({**request.scope, "method": method})[0] is Match.FULL
-                for route in request.app.routes
+class InvalidCredentials(ApiError):
+    status_code = 401
+    default_detail = "Could not validate credentials"
+    always_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+    documented_headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "`Bearer`"}
+    description = "The bearer token is missing, invalid, expired or revoked"
+
+
+class WrongLogin(ApiError):
+    """The one answer to a wrong email or password, so neither can be told apart."""
+
+    status_code = 403
+    default_detail = "Invalid Credentials"
+    description = "Wrong email or password"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    description = "Not allowed to you"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    description = "No such thing, or not one you may see"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    description = "Conflicts with what is stored"
+
+
+class ContentTooLarge(ApiError):
+    status_code = 413
+    description = "The body is larger than MAX_BODY_BYTES"
+
+
+class TooManyAttempts(ApiError):
+    status_code = 429
+    documented_headers: ClassVar[Mapping[str, str]] = {
+        "Retry-After": "Seconds to wait before trying again"
+    }
+    description = "Too many attempts: wait for Retry-After seconds"
+
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(
+            f"{what}; try again later", headers={"Retry-After": str(retry_after)}
+        )
+
+
+class DatabaseUnavailable(ApiError):
+    status_code = 503
+    default_detail = "The database is unavailable; try again shortly"
+    always_headers: ClassVar[Mapping[str, str]] = {
+        "Retry-After": str(RETRY_AFTER_SECONDS)
+    }
+    documented_headers: ClassVar[Mapping[str, str]] = {
+        "Retry-After": "Seconds to wait before trying again"
+    }
+    description = (
+        "The database is unreachable or busy, or the migrations are not applied yet: "
+        "try again after Retry-After seconds"
+    )
+
+
+class NotReady(ApiError):
+    """The database answers, but this process can't serve from it: its schema is
+    behind the code's (Retry-After: a deploy is under way), or the migrations failed
+    (no Retry-After: see the server log)."""
+
+    status_code = 503
+    description = (
+        "Not ready: the schema is behind the code's (`schema at 0003, code needs "
+        "0004`, with Retry-After), or the migrations failed (no Retry-After: see the "
+        "server log)"
+    )
+
+    def __init__(self, detail: str, retry: bool) -> None:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if retry else None
+        super().__init__(detail, headers)
+
+
+def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries for the errors a route may answer, described by their classes
+    (several with one status share its entry)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status_code, {"model": ErrorMessage, "description": ""}
+        )
+        entry["description"] = "; ".join(
+            filter(None, [entry["description"], error.description])
+        )
+        if error.documented_headers:
+            entry.setdefault("headers", {}).update(
+                {
+                    name: {"description": text, "schema": {"type": "string"}}
+                    for name, text in error.documented_headers.items()
+                }
             )
-        ]
-        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
-    return await http_exception_handler(request, exc)
-
-
-DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly"
-
-UNREACHABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
-"""Connection failures (class 08, the pooler's own wait timeout among them), too many
-connections, the server shutting down or starting up."""
-TRANSIENT_SQLSTATES = (*UNREACHABLE_SQLSTATES, "57014", "55P03")
-"""Those, and a statement or lock timeout."""
-CONFLICT_SQLSTATES = ("40001", "40P01")
-"""A serialization failure or a deadlock: the request is run once more (RetryConflicts)."""
-SQLITE_BUSY, SQLITE_LOCKED = 5, 6
-
-
-def _sqlstate(exc: DBAPIError) -> str:
-    return getattr(exc.orig, "sqlstate", None) or ""
-
-
-def is_conflict(exc: DBAPIError) -> bool:
-    return _sqlstate(exc).startswith(CONFLICT_SQLSTATES)
-
-
-def is_transient(
-    exc: DBAPIError, sqlstates: tuple[str, ...] = TRANSIENT_SQLSTATES
-) -> bool:
-    """Whether the database is unreachable or busy for now, rather than the request or
-    the code being wrong (a missing table, a bug): only the former is worth a retry.
-    `sqlstates` narrows which server errors count."""
-    if exc.connection_invalidated:
-        return True
-    sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)
-    if sqlite_code is not None:
-        return sqlite_code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
-    sqlstate = _sqlstate(exc)
-    if not sqlstate:
-        # libpq gives no SQLSTATE when it cannot connect or the connection broke.
-        return isinstance(exc, OperationalError)
-    return sqlstate.startswith(sqlstates)
-
-
-async def _database_error(request: Request, exc: DBAPIError) -> Response:
-    """503 when the database is unreachable or busy. A conflict goes on to be retried;
-    anything else (a bug) goes on to the request log's 500, with its traceback."""
-    if is_transient(exc):
-        return database_unavailable(request, exc)
-    raise exc
-
-
-async def _pool_timeout(request: Request, exc: PoolTimeoutError) -> Response:
-    return database_unavailable(request, exc)
-
-
-def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning(
-        "database unavailable on %s %s: %r", request.method, request.url.path, exc
-    )
-    return JSONResponse(
-        {"detail": DATABASE_UNAVAILABLE},
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.exception_handler(RequestValidationError)(_invalid_request)
-    app.exception_handler(StarletteHTTPException)(_http_error)
-    app.exception_handler(DBAPIError)(_database_error)
-    app.exception_handler(PoolTimeoutError)(_pool_timeout)
+    return responses

@@ -8,14 +8,15 @@ import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from blogapi import __version__
 from blogapi.config import settings
 from blogapi.db import SessionDep
-from blogapi.errors import RETRY_AFTER_SECONDS, ErrorMessage
-from blogapi.schema import Schema, database_revisions, revision_names
+from blogapi.errors import DatabaseUnavailable, NotReady, error_responses
+from blogapi.migration_state import database_revisions, revision_names
+from blogapi.resources import Resources
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -32,11 +33,11 @@ class Liveness(BaseModel):
         "git checkout the code was loaded from; null when none says"
     )
 
-    @classmethod
-    def of_this_process(cls) -> "Liveness":
-        """Resolved once as the process starts: a checkout changed under a running
-        process must not make it claim the new commit."""
-        return cls(version=__version__, commit=settings.commit or checkout_head())
+
+def running_commit() -> str | None:
+    """The commit this process runs, resolved once as it starts: a checkout changed
+    under a running process must not make it claim the new commit."""
+    return settings.commit or checkout_head()
 
 
 def checkout_head() -> str | None:
@@ -73,20 +74,13 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
         'rollback) is ready too, and named: `{"status": "ok", "schema": "0005", '
         '"note": ...}`.'
     },
-    503: {
-        "model": ErrorMessage,
-        "description": "Not ready, with `Retry-After`: the database is unreachable or "
-        "the migrations are not applied yet (`The database is unavailable; try again "
-        "shortly`), or its schema is behind the code's (`schema at 0003, code needs "
-        "0004`). Without `Retry-After`: the migrations failed (see the server log).",
-    },
+    **error_responses(DatabaseUnavailable, NotReady),
 }
 
 
 @router.get("", summary="Liveness: the process answers, with its version and commit")
-async def alive(request: Request) -> Liveness:
-    liveness: Liveness = request.app.state.liveness
-    return liveness
+async def alive(resources: Resources) -> Liveness:
+    return Liveness(version=__version__, commit=resources.commit)
 
 
 @router.get(
@@ -95,21 +89,16 @@ async def alive(request: Request) -> Liveness:
     response_model_exclude_none=True,
     responses=READY_RESPONSES,
 )
-async def ready(request: Request, session: SessionDep) -> Readiness:
-    schema: Schema = request.app.state.schema
+async def ready(resources: Resources, session: SessionDep) -> Readiness:
+    migrations = resources.migrations
     connection = await session.connection()
     found = await connection.run_sync(database_revisions)
-    needed = revision_names(schema.heads)
-    if schema.unknown(found):
+    if migrations.unknown(found):
         return Readiness(
             schema_revision=revision_names(found),
-            note=f"a revision this code doesn't know (its head is {needed}): a newer "
-            "release's, during a rolling deploy or after a rollback",
+            note="a revision this code doesn't know (its head is "
+            f"{revision_names(migrations.heads)}): a newer release's, during a "
+            "rolling deploy or after a rollback",
         )
-    if schema.is_behind(found):
-        raise HTTPException(
-            503,
-            detail=f"schema at {revision_names(found)}, code needs {needed}",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+    migrations.require_current(found)
     return Readiness()

@@ -5,22 +5,22 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from blogapi import (
     __version__,
-    account,
+    accounts,
     admin,
     auth,
     health,
     password_reset,
     posts,
-    users,
     votes,
 )
 from blogapi.config import settings
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
-from blogapi.errors import install_error_handlers
+from blogapi.error_handlers import install_error_handlers
 from blogapi.middleware import (
     AllowedOriginsOnly,
     BodySizeLimit,
@@ -28,36 +28,45 @@ from blogapi.middleware import (
     RetryConflicts,
     SecurityHeaders,
 )
+from blogapi.migration_state import MigrationState
 from blogapi.request_log import RequestLog, configure_logging
-from blogapi.schema import Schema
+from blogapi.resources import AppResources
 from blogapi.security import dummy_hash
-from blogapi.throttle import build_login_throttle
+from blogapi.throttle import build_attempt_throttle
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.require_secret_key()
     await anyio.to_thread.run_sync(dummy_hash)
-    app.state.engine = build_engine(settings.database_url)
-    app.state.connection_line = anyio.Lock()
-    app.state.login_throttle = build_login_throttle()
-    app.state.recovery_throttle = app.state.login_throttle.for_purpose(
-        "password-recovery"
+    login_throttle = build_attempt_throttle()
+    resources = AppResources(
+        engine=build_engine(settings.database_url),
+        connection_line=anyio.Lock(),
+        login_throttle=login_throttle,
+        recovery_throttle=login_throttle.for_purpose("password-recovery"),
+        migrations=MigrationState.of_this_code(migrating=settings.migrate_on_start),
+        commit=health.running_commit(),
     )
-    app.state.schema = Schema.of_this_code(migrating=settings.migrate_on_start)
-    app.state.liveness = health.Liveness.of_this_process()
+    app.state.resources = resources
     try:
         async with anyio.create_task_group() as background:
             if settings.migrate_on_start:
                 # Until they are applied, the session dependency answers 503.
-                background.start_soon(app.state.schema.migrate_until_applied)
+                background.start_soon(resources.migrations.migrate_until_applied)
             yield
             background.cancel_scope.cancel()
     finally:
         try:
-            await app.state.login_throttle.store.close()
+            await login_throttle.store.close()
         finally:
-            await app.state.engine.dispose()
+            await resources.engine.dispose()
+
+
+def operation_id(route: APIRoute) -> str:
+    """The route function's name (`list_posts`), as clients generated from the OpenAPI
+    document name their methods after it; the names are unique (tests/test_openapi.py)."""
+    return route.name
 
 
 def create_app() -> FastAPI:
@@ -70,6 +79,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.add_middleware(RetryConflicts)
     app.add_middleware(
@@ -92,7 +102,7 @@ def create_app() -> FastAPI:
     async def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    for feature in (auth, users, account, password_reset, admin, posts, votes, health):
+    for feature in (auth, accounts, password_reset, admin, posts, votes, health):
         app.include_router(feature.router)
     return app
 

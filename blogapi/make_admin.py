@@ -15,12 +15,11 @@ from sqlmodel import col, update
 
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
-from blogapi.schema import (
-    Schema,
+from blogapi.db_errors import is_unreachable, unreachable_message
+from blogapi.migration_state import (
+    MigrationState,
     database_revisions,
-    is_unreachable,
     revision_names,
-    unreachable_message,
 )
 from blogapi.users import User, normal_email
 
@@ -62,11 +61,14 @@ def make_admin(argv: Sequence[str]) -> int:
     engine = build_sync_engine(settings.database_url)
     try:
         with engine.begin() as connection:
-            found, schema = database_revisions(connection), Schema.of_this_code()
-            if schema.is_behind(found):
+            found, migrations = (
+                database_revisions(connection),
+                MigrationState.of_this_code(),
+            )
+            if migrations.is_behind(found):
                 print(
                     f"The database schema is at {revision_names(found)}, and this code "
-                    f"needs {revision_names(schema.heads)}: apply the migrations first "
+                    f"needs {revision_names(migrations.heads)}: apply the migrations first "
                     "(alembic upgrade head, or start the server once).",
                     file=sys.stderr,
                 )

@@ -1,13 +1,16 @@
 """The ASGI middleware every response passes through, apart from the request log."""
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from blogapi.errors import database_unavailable, is_conflict
+from blogapi.db_errors import is_conflict
+from blogapi.error_handlers import database_unavailable, error_response
+from blogapi.errors import ApiError, ContentTooLarge
 
 
 class HttpMiddleware:
@@ -43,14 +46,13 @@ class BodySizeLimit(HttpMiddleware):
         super().__init__(app)
         self.max_bytes = max_bytes
 
-    def _too_large(self) -> str:
-        return f"Request body is larger than {self.max_bytes} bytes"
+    def _too_large(self) -> ApiError:
+        return ContentTooLarge(f"Request body is larger than {self.max_bytes} bytes")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse({"detail": self._too_large()}, status_code=413)
-            await response(scope, receive, send)
+            await error_response(self._too_large())(scope, receive, send)
             return
         received = 0
 
@@ -59,9 +61,10 @@ class BodySizeLimit(HttpMiddleware):
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise HTTPException(
-                    status.HTTP_413_CONTENT_TOO_LARGE, self._too_large()
-                )
+                # FastAPI lets an HTTPException out of reading a body; any other
+                # error there becomes its 400.
+                error = self._too_large()
+                raise HTTPException(error.status_code, error.detail)
             return message
 
         await self.app(scope, receive_within_limit, send)

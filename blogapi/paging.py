@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, bindparam, tuple_
 from sqlalchemy.orm import Mapped
 
 from blogapi.config import settings
-from blogapi.db import MAX_ID, attribute
+from blogapi.model_base import MAX_ID, attribute
 
 CURSOR_MAX_CHARS = 200
 PAGE_MAX = 100

@@ -11,16 +11,8 @@ import logging
 import secrets
 import smtplib
 from datetime import datetime, timedelta
-from typing import Annotated
 
-from fastapi import (
-    APIRouter,
-    BackgroundTasks,
-    Depends,
-    HTTPException,
-    Request,
-    status,
-)
+from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import EmailStr
 from sqlalchemy import Integer, bindparam, insert, or_
@@ -31,17 +23,19 @@ from sqlmodel import Field, SQLModel, col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.config import settings
-from blogapi.db import RequestBody, SessionDep, UTCDateTime, utc_now
-from blogapi.errors import error_responses
+from blogapi.db import SessionDep
+from blogapi.errors import InvalidToken, MalformedBody, TooManyAttempts, error_responses
 from blogapi.mail import email_configured, send_email
+from blogapi.model_base import RequestBody, UTCDateTime, utc_now
+from blogapi.resources import Resources
 from blogapi.security import hash_password
-from blogapi.throttle import LoginThrottle, client_address, too_many_attempts
+from blogapi.throttle import client_address
 from blogapi.users import EMAIL_MAX_CHARS, NewPassword, User, normal_email
 
 log = logging.getLogger("blogapi")
 
 TOKEN_BYTES = 32
-TOKEN_MAX_CHARS = 128
+RESET_TOKEN_MAX_CHARS = 128
 """Ours are 43 characters."""
 SHA256_HEX_CHARS = 64
 INVALID_TOKEN = "This reset link is invalid, used or expired; ask for a new one"
@@ -70,7 +64,7 @@ class RecoveryAccepted(SQLModel):
 
 class PasswordReset(RequestBody):
     token: str = Field(
-        max_length=TOKEN_MAX_CHARS,
+        max_length=RESET_TOKEN_MAX_CHARS,
         description="The `token` of the emailed link",
         schema_extra={"examples": ["kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY"]},
     )
@@ -139,11 +133,6 @@ _FORGET_USED = (
 """The user's other links die with the password they were sent to replace."""
 
 
-async def get_recovery_throttle(request: Request) -> LoginThrottle:
-    throttle: LoginThrottle = request.app.state.recovery_throttle
-    return throttle
-
-
 async def send_reset_link(engine: AsyncEngine, email: str) -> None:
     """Issue a token to the active account with this email, if there is one, and mail it
     the link. Runs after the response is sent, so that takes the same time either way;
@@ -193,21 +182,21 @@ router = APIRouter(tags=["authentication"])
     description="Answers 202 with the same body whether or not an active account has "
     "the email, and emails that account a link to `{PUBLIC_URL}/reset-password?token=`"
     "..., valid once for RESET_TOKEN_MINUTES. Throttled like `POST /login`.",
-    responses=error_responses(400, 429),
+    responses=error_responses(MalformedBody, TooManyAttempts),
 )
 async def recover_password(
     body: PasswordRecovery,
     request: Request,
     background: BackgroundTasks,
-    throttle: Annotated[LoginThrottle, Depends(get_recovery_throttle)],
+    resources: Resources,
 ) -> RecoveryAccepted:
     email = normal_email(body.email)
-    retry_after = await throttle.attempt(email, client_address(request))
-    if retry_after is not None:
-        raise too_many_attempts(retry_after, "Too many password recovery requests")
+    await resources.recovery_throttle.check(
+        email, client_address(request), "Too many password recovery requests"
+    )
     if email_configured():
-        request.app.state.schema.require_migrated()
-        background.add_task(send_reset_link, request.app.state.engine, email)
+        resources.require_ready()
+        background.add_task(send_reset_link, resources.engine, email)
     else:
         log.warning("password recovery: email is not configured (SMTP_HOST): not sent")
     return RecoveryAccepted()
@@ -218,21 +207,21 @@ async def recover_password(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Set a new password with an emailed token; every earlier token stops "
     "working",
-    responses=error_responses(400),
+    responses=error_responses(MalformedBody, InvalidToken),
 )
 async def reset_password(body: PasswordReset, session: SessionDep) -> None:
     used = await session.exec(_USE, params={"token_hash": token_hash(body.token)})
     found = used.first()
     await session.close()  # the token is used up; bcrypt runs with no connection held
     if found is None or found.expires_at <= utc_now():
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_TOKEN)
+        raise InvalidToken(INVALID_TOKEN)
     password_hash = await run_in_threadpool(hash_password, body.new_password)
     changed = await session.exec(
         _SET_PASSWORD,
         params={"user_id": found.user_id, "new_hash": password_hash},
     )
     if changed.rowcount == 0:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, INVALID_TOKEN)
+        raise InvalidToken(INVALID_TOKEN)
     await session.exec(
         _FORGET_USED, params={"user_id": found.user_id, "now": utc_now()}
     )

@@ -5,15 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import (
-    APIRouter,
-    Depends,
-    HTTPException,
-    Path,
-    Query,
-    Response,
-    status,
-)
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from sqlalchemy import (
     Boolean,
     Index,
@@ -28,17 +20,18 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.db import (
-    MAX_ID,
-    RequestBody,
-    SessionDep,
-    UTCDateTime,
-    attribute,
-    utc_now,
+from blogapi.auth import CurrentUser
+from blogapi.db import SessionDep
+from blogapi.errors import (
+    Forbidden,
+    InvalidCredentials,
+    MalformedBody,
+    NotFound,
+    error_responses,
 )
-from blogapi.errors import error_responses
+from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, attribute, utc_now
 from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, newest_first
-from blogapi.users import CurrentUser, User, UserPublic, invalid_credentials
+from blogapi.users import User, UserPublic
 
 log = logging.getLogger("blogapi")
 
@@ -171,6 +164,10 @@ LIST_SEARCH_AFTER = LIST_AFTER.where(_TITLE_MATCHES)
 PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
+def post_not_found(post_id: int | None) -> NotFound:
+    return NotFound(f"Post {post_id} not found")
+
+
 async def get_visible_post(
     user: CurrentUser, post_id: PostId, session: SessionDep
 ) -> Post:
@@ -179,7 +176,7 @@ async def get_visible_post(
     )
     post = found.first()
     if post is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Post {post_id} not found")
+        raise post_not_found(post_id)
     return post
 
 
@@ -188,9 +185,7 @@ VisiblePost = Annotated[Post, Depends(get_visible_post)]
 
 async def get_owned_post(user: CurrentUser, post: VisiblePost) -> Post:
     if post.owner_id != user.id:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, "Not authorized to change this post"
-        )
+        raise Forbidden("Not authorized to change this post")
     return post
 
 
@@ -206,7 +201,9 @@ async def get_deletable_post(user: CurrentUser, post: VisiblePost) -> Post:
 
 DeletablePost = Annotated[Post, Depends(get_deletable_post)]
 
-router = APIRouter(prefix="/posts", tags=["posts"], responses=error_responses(401))
+router = APIRouter(
+    prefix="/posts", tags=["posts"], responses=error_responses(InvalidCredentials)
+)
 LIST_PATH = "/posts/"
 
 
@@ -253,7 +250,7 @@ async def list_posts(
     status_code=status.HTTP_201_CREATED,
     response_model=PostPublic,
     summary="Create a post",
-    responses=error_responses(400),
+    responses=error_responses(MalformedBody),
 )
 async def create_post(user: CurrentUser, body: PostCreate, session: SessionDep) -> Post:
     post = Post.model_validate(body, update={"owner_id": user.id})
@@ -262,7 +259,7 @@ async def create_post(user: CurrentUser, body: PostCreate, session: SessionDep) 
     try:
         await session.commit()
     except IntegrityError:
-        raise invalid_credentials() from None  # the account was deleted meanwhile
+        raise InvalidCredentials() from None  # the account was deleted meanwhile
     return post
 
 
@@ -270,7 +267,7 @@ async def create_post(user: CurrentUser, body: PostCreate, session: SessionDep) 
     "/{post_id}",
     response_model=PostPublic,
     summary="One post",
-    responses=error_responses(404),
+    responses=error_responses(NotFound),
 )
 async def read_post(post: VisiblePost) -> Post:
     return post
@@ -280,7 +277,7 @@ async def read_post(post: VisiblePost) -> Post:
     "/{post_id}",
     response_model=PostPublic,
     summary="Replace a post",
-    responses=error_responses(400, 403, 404),
+    responses=error_responses(MalformedBody, Forbidden, NotFound),
 )
 async def replace_post(post: OwnedPost, body: PostCreate, session: SessionDep) -> Post:
     return await _save_edit(post, body.model_dump(), session)
@@ -290,7 +287,7 @@ async def replace_post(post: OwnedPost, body: PostCreate, session: SessionDep) -
     "/{post_id}",
     response_model=PostPublic,
     summary="Change part of a post",
-    responses=error_responses(400, 403, 404),
+    responses=error_responses(MalformedBody, Forbidden, NotFound),
 )
 async def update_post(post: OwnedPost, body: PostUpdate, session: SessionDep) -> Post:
     return await _save_edit(post, body.model_dump(exclude_unset=True), session)
@@ -304,9 +301,7 @@ async def _save_edit(
     try:
         await session.commit()
     except StaleDataError:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"Post {post_id} not found"
-        ) from None  # deleted since it was read
+        raise post_not_found(post_id) from None  # deleted since it was read
     return post
 
 
@@ -315,7 +310,7 @@ async def _save_edit(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a post",
     description="Your own post; an admin may delete anyone's, drafts included.",
-    responses=error_responses(403, 404),
+    responses=error_responses(Forbidden, NotFound),
 )
 async def delete_post(
     user: CurrentUser, post: DeletablePost, session: SessionDep

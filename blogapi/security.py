@@ -12,14 +12,15 @@ import jwt
 from passlib.context import CryptContext
 
 from blogapi.config import settings
-from blogapi.db import MAX_ID, utc_now
-from blogapi.tokens import TOKEN_ID_MAX_CHARS
+from blogapi.model_base import MAX_ID, utc_now
 
 ALGORITHM = "HS256"
 BCRYPT_MAX_BYTES = 72
 VERIFIED_TOKENS_CACHED = 4096
-TOKEN_MAX_CHARS = 1024
+ACCESS_TOKEN_MAX_CHARS = 1024
 """Ours are about 250; anything much longer is not one of them."""
+TOKEN_ID_MAX_CHARS = 64
+"""A token's `jti`: ours are 32 hex digits (a uuid4)."""
 
 PasswordWork = Literal["hash", "verify"]
 _observers: list[Callable[[PasswordWork], None]] = []
@@ -108,7 +109,7 @@ def create_access_token(user_id: int, version: int) -> str:
 
 def read_access_token(token: str) -> AccessClaims | None:
     """The claims of a valid token, or None for any invalid, expired or forged token."""
-    if len(token) > TOKEN_MAX_CHARS:
+    if len(token) > ACCESS_TOKEN_MAX_CHARS:
         return None
     try:
         claims = _verified_claims(token)

@@ -22,13 +22,9 @@ from sqlalchemy.exc import DBAPIError
 from uvicorn_worker import UvicornWorker
 
 from blogapi.config import MissingSecretKey, settings
+from blogapi.db_errors import is_unreachable, unreachable_message
+from blogapi.migration_state import log_migration_steps, migrate
 from blogapi.request_log import configure_logging
-from blogapi.schema import (
-    is_unreachable,
-    log_migration_steps,
-    migrate,
-    unreachable_message,
-)
 
 GRACEFUL_SHUTDOWN_SECONDS = 25
 """Under the 30 s a PaaS leaves between SIGTERM and SIGKILL."""

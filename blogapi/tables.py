@@ -4,9 +4,9 @@ a new table model is added here too, or autogenerate won't see it."""
 
 from sqlmodel import SQLModel
 
+from blogapi.auth import RevokedToken
 from blogapi.password_reset import PasswordResetToken
 from blogapi.posts import Post
-from blogapi.tokens import RevokedToken
 from blogapi.users import User
 from blogapi.votes import Vote
 

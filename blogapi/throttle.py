@@ -1,6 +1,7 @@
-"""Failed-login throttling per account and per client address.
+"""Throttling attempts per account and per client address: failed logins, and
+password recovery requests counted apart.
 
-Every login attempt is counted before its password is checked, so parallel guesses
+Every attempt is counted before its password is checked, so parallel guesses
 can't slip past the limit while bcrypt runs; a successful login takes its attempt back.
 With REDIS_URL set, counts live in Redis and so hold across worker processes and
 machines; otherwise they live in this process's memory, and each worker counts alone
@@ -13,10 +14,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as redis
-from fastapi import HTTPException, Request, status
 from redis.exceptions import RedisError
+from starlette.requests import Request
 
 from blogapi.config import settings
+from blogapi.errors import TooManyAttempts
 
 log = logging.getLogger("blogapi")
 
@@ -24,7 +26,7 @@ KEY_PREFIX = "blogapi:login-attempts:"
 MEMORY_PRUNE_SIZE = 10_000
 
 # Take one attempt back, but never bring back a key whose window has ended.
-_TAKE_BACK = (
+_UNCOUNT_ATTEMPT = (
     "if redis.call('exists', KEYS[1]) == 1 then redis.call('decr', KEYS[1]) end"
 )
 
@@ -118,7 +120,7 @@ class RedisStore:
 
     async def take_back(self, key: str) -> None:
         pipeline = self._redis.pipeline()
-        pipeline.eval(_TAKE_BACK, 1, KEY_PREFIX + key)
+        pipeline.eval(_UNCOUNT_ATTEMPT, 1, KEY_PREFIX + key)
         await self._run(pipeline)
 
     async def reset(self, key: str) -> None:
@@ -130,11 +132,12 @@ class RedisStore:
         await self._redis.aclose()
 
 
-class LoginThrottle:
-    """Refuses logins for an account or address with too many attempts in the window.
+class AttemptThrottle:
+    """Refuses attempts (logins, by default) for an account or address with too many in
+    the window.
 
     `purpose` names another kind of request counted the same way, apart from logins,
-    in the same store (`for_purpose`)."""
+    in the same store (`for_purpose`): password recovery, say."""
 
     def __init__(self, store: AttemptStore, purpose: str = "") -> None:
         self.store = store
@@ -145,8 +148,8 @@ class LoginThrottle:
             "address": settings.login_max_failures_per_address,
         }
 
-    def for_purpose(self, purpose: str) -> "LoginThrottle":
-        return LoginThrottle(self.store, purpose)
+    def for_purpose(self, purpose: str) -> "AttemptThrottle":
+        return AttemptThrottle(self.store, purpose)
 
     def _keys(self, email: str, address: str) -> dict[str, str]:
         return {
@@ -165,6 +168,13 @@ class LoginThrottle:
         ]
         return max(waits, default=None)
 
+    async def check(self, email: str, address: str, what: str) -> None:
+        """Count this attempt; TooManyAttempts (`what`: "Too many failed logins") when
+        it is one too many."""
+        retry_after = await self.attempt(email, address)
+        if retry_after is not None:
+            raise TooManyAttempts(what, retry_after)
+
     async def succeeded(self, email: str, address: str) -> None:
         keys = self._keys(email, address)
         await self.store.reset(keys["account"])
@@ -175,15 +185,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def too_many_attempts(retry_after: int, what: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_429_TOO_MANY_REQUESTS,
-        f"{what}; try again later",
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-def build_login_throttle() -> LoginThrottle:
-    return LoginThrottle(
+def build_attempt_throttle() -> AttemptThrottle:
+    return AttemptThrottle(
         RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
     )

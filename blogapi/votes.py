@@ -3,15 +3,23 @@ through the database's own triggers (migration 0004)."""
 
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from sqlalchemy import Integer, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, delete, select
 
-from blogapi.db import MAX_ID, RequestBody, SessionDep, UTCDateTime, utc_now
-from blogapi.errors import error_responses
-from blogapi.posts import VIEWER, VISIBLE, Post, viewer_params
-from blogapi.users import CurrentUser, User
+from blogapi.auth import CurrentUser
+from blogapi.db import SessionDep
+from blogapi.errors import (
+    Conflict,
+    InvalidCredentials,
+    MalformedBody,
+    NotFound,
+    error_responses,
+)
+from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, utc_now
+from blogapi.posts import VIEWER, VISIBLE, Post, post_not_found, viewer_params
+from blogapi.users import User
 
 
 class Vote(SQLModel, table=True):
@@ -50,7 +58,7 @@ _ADD = (
     .execution_options(preserve_rowcount=True)
 )
 """The user's vote on a post they can see, in one statement: no row when they can't."""
-_TAKE_BACK = delete(Vote).where(
+_REMOVE_VOTE = delete(Vote).where(
     col(Vote.user_id) == bindparam("user_id", type_=Integer),
     col(Vote.post_id) == bindparam("post_id", type_=Integer),
 )
@@ -63,15 +71,15 @@ router = APIRouter(prefix="/vote", tags=["votes"])
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Add or remove your vote on a post",
-    responses=error_responses(400, 401, 404, 409),
+    responses=error_responses(MalformedBody, InvalidCredentials, NotFound, Conflict),
 )
 async def vote(user: CurrentUser, body: VoteCreate, session: SessionDep) -> VoteResult:
     if body.dir == 0:
         removed = await session.exec(
-            _TAKE_BACK, params={"user_id": user.id, "post_id": body.post_id}
+            _REMOVE_VOTE, params={"user_id": user.id, "post_id": body.post_id}
         )
         if removed.rowcount == 0:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "Vote does not exist")
+            raise NotFound("Vote does not exist")
         await session.commit()
         return VoteResult(message="successfully deleted vote")
     try:
@@ -80,11 +88,10 @@ async def vote(user: CurrentUser, body: VoteCreate, session: SessionDep) -> Vote
             params={**viewer_params(user), "post_id": body.post_id, "now": utc_now()},
         )
     except IntegrityError:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"User {user.id} has already voted on post {body.post_id}",
+        raise Conflict(
+            f"User {user.id} has already voted on post {body.post_id}"
         ) from None
     if added.rowcount == 0:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"Post {body.post_id} not found")
+        raise post_not_found(body.post_id)
     await session.commit()
     return VoteResult(message="successfully added vote")

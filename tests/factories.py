@@ -24,11 +24,13 @@ from httpx import Client, Response
 from sqlalchemy import text
 from sqlmodel import Session, col, delete, func, select, update
 
+from blogapi.auth import RevokedToken
 from blogapi.config import settings
-from blogapi.db import build_sync_engine, utc_now
+from blogapi.db import build_sync_engine
+from blogapi.model_base import utc_now
 from blogapi.posts import Post
+from blogapi.resources import resources_of
 from blogapi.security import PasswordWork, observing_password_work
-from blogapi.tokens import RevokedToken
 from blogapi.users import User
 from blogapi.votes import Vote
 
@@ -178,7 +180,7 @@ def connections_held_during(
 ) -> Iterator[list[int]]:
     """Note, at each bcrypt hash or check of kind `work`, how many of the app's pooled
     connections are checked out."""
-    pool, held = client.app.state.engine.sync_engine.pool, []
+    pool, held = resources_of(client.app).engine.sync_engine.pool, []
 
     def noting(kind: PasswordWork) -> None:
         if kind == work:

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 from httpx import Response
 
 from blogapi.config import settings
-from blogapi.db import MAX_ID
 from blogapi.main import app
+from blogapi.model_base import MAX_ID
 from blogapi.posts import TITLE_MAX_CHARS
 from tests.factories import (
     PASSWORD,

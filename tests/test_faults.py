@@ -35,6 +35,7 @@ from starlette.types import Message
 from blogapi.config import Settings, settings
 from blogapi.db import IDLE_PING_SECONDS
 from blogapi.main import create_app
+from blogapi.resources import resources_of
 from tests.factories import (
     PASSWORD,
     bearer,
@@ -257,7 +258,7 @@ def test_a_database_url_with_libpq_options_works_for_migrations_and_the_app(
         use_the_api(client)
 
         async def search_path() -> str:
-            async with client.app.state.engine.connect() as connection:
+            async with resources_of(client.app).engine.connect() as connection:
                 return (await connection.execute(text("SHOW search_path"))).scalar_one()
 
         assert client.portal.call(search_path) == "public"
@@ -527,7 +528,7 @@ def test_a_cancelled_read_gives_its_connection_back(client: TestClient) -> None:
     for _ in range(3):
         create_post(client, headers)
     scope = http_scope("GET", "/posts/", headers)
-    pool = client.app.state.engine.sync_engine.pool
+    pool = resources_of(client.app).engine.sync_engine.pool
     answered: list[int] = []
 
     async def receive() -> Message:
@@ -573,7 +574,7 @@ async def queue_for_the_only_connection(app: FastAPI, headers: dict[str, str]) -
     with newcomers arriving at that very moment: the pool's checkin event (fired just
     before the connection is put back) delivers their bodies, so each runs on to ask for
     the connection before any queued request has woken up to take it."""
-    pool = app.state.engine.sync_engine.pool
+    pool = resources_of(app).engine.sync_engine.pool
     handed_back = anyio.Event()
 
     def on_checkin(*_: object) -> None:
@@ -597,7 +598,7 @@ async def queue_for_the_only_connection(app: FastAPI, headers: dict[str, str]) -
             )
             assert response.status_code == 201, response.text
 
-        held = await app.state.engine.connect()
+        held = await resources_of(app).engine.connect()
         event.listen(pool, "checkin", on_checkin)
         try:
             async with anyio.create_task_group() as requests:
@@ -627,7 +628,7 @@ def test_requests_get_the_database_connection_in_arrival_order_newcomers_include
     monkeypatch.setattr(settings, "web_concurrency", 1)
     with TestClient(create_app()) as client:
         _, headers = create_user_and_login(client)
-        assert client.app.state.engine.sync_engine.pool.size() == 1
+        assert resources_of(client.app).engine.sync_engine.pool.size() == 1
 
         client.portal.call(queue_for_the_only_connection, client.app, headers)
 
@@ -646,7 +647,7 @@ def test_a_request_that_cannot_get_a_connection_in_time_is_503(
     monkeypatch.setattr(settings, "db_pool_timeout", 0.2)
     with TestClient(create_app()) as client:
         _, headers = create_user_and_login(client)
-        app_engine = client.app.state.engine
+        app_engine = resources_of(client.app).engine
         assert app_engine.sync_engine.pool.size() == 1
 
         async def take_the_only_connection() -> AsyncConnection:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from blogapi.db import build_sync_engine
-from blogapi.schema import ALEMBIC_INI
+from blogapi.migration_state import ALEMBIC_INI
 from blogapi.tables import metadata
 from tests.factories import engine
 from tests.servers import requires_postgres

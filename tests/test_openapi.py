@@ -102,3 +102,20 @@ def test_bounds_are_documented(openapi: dict) -> None:
     assert (post["content"]["minLength"], post["content"]["maxLength"]) == (1, 10_000)
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 100)
     assert limit["schema"]["default"] == 10
+
+
+def test_operation_ids_are_the_route_function_names(openapi: dict) -> None:
+    """Clients generated from the document (openapi-ts, openapi-python-client) name
+    their methods after the operation ids: `list_posts`, not `list_posts_posts_get`."""
+    ids = {
+        key: operation["operationId"] for key, operation in operations(openapi).items()
+    }
+
+    assert len(set(ids.values())) == len(ids), ids
+    assert ids[("get", "/posts")] == "list_posts"
+    assert ids[("get", "/posts/{post_id}")] == "read_post"
+    assert ids[("post", "/users")] == "create_user"
+    assert ids[("post", "/login")] == "login"
+    assert ids[("patch", "/users/{user_id}")] == "update_user"
+    for operation_id in ids.values():
+        assert operation_id.isidentifier(), operation_id

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
 from blogapi.config import settings
-from blogapi.db import utc_now
+from blogapi.model_base import utc_now
 from blogapi.password_reset import INVALID_TOKEN, PasswordResetToken
 from tests.factories import (
     PASSWORD,

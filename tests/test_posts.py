@@ -9,6 +9,7 @@ from fastapi import Depends
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, delete
 
+from blogapi.auth import TokenClaims, get_current_user
 from blogapi.db import SessionDep
 from blogapi.main import app
 from blogapi.posts import (
@@ -18,7 +19,7 @@ from blogapi.posts import (
     get_owned_post,
     get_visible_post,
 )
-from blogapi.users import TokenClaims, User, get_current_user
+from blogapi.users import User
 from tests.factories import (
     as_others_see,
     assert_invalid,

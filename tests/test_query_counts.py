@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from blogapi.resources import resources_of
 from tests.factories import create_post, create_user_and_login, vote
 
 USER_LOOKUP = 1
@@ -21,7 +22,7 @@ USER_LOOKUP = 1
 @contextmanager
 def recorded_statements(client: TestClient) -> Iterator[list[str]]:
     """The SQL statements the app sends to the database inside the block."""
-    engine = client.app.state.engine.sync_engine
+    engine = resources_of(client.app).engine.sync_engine
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from blogapi.config import settings
 from blogapi.main import app, create_app
 from blogapi.security import PasswordWork, observing_password_work
-from blogapi.throttle import KEY_PREFIX, LoginThrottle, MemoryStore, RedisStore
+from blogapi.throttle import KEY_PREFIX, AttemptThrottle, MemoryStore, RedisStore
 from tests.factories import (
     PASSWORD,
     assert_unauthorized,
@@ -164,8 +164,8 @@ def test_redis_counts_are_shared_between_throttles(redis_tag: str, window: int) 
 
     async def scenario() -> None:
         first, second = (
-            LoginThrottle(RedisStore(REDIS_URL)),
-            LoginThrottle(RedisStore(REDIS_URL)),
+            AttemptThrottle(RedisStore(REDIS_URL)),
+            AttemptThrottle(RedisStore(REDIS_URL)),
         )
         for throttle in [first, second] * 2 + [first]:
             assert await throttle.attempt(email, address) is None
@@ -189,7 +189,7 @@ def test_redis_window_expires(redis_tag: str, window: int) -> None:
     email, address = f"{redis_tag}@example.com", f"addr-{redis_tag}"
 
     async def scenario() -> None:
-        throttle = LoginThrottle(RedisStore(REDIS_URL))
+        throttle = AttemptThrottle(RedisStore(REDIS_URL))
         for _ in range(settings.login_max_failures):
             await throttle.attempt(email, address)
         assert await throttle.attempt(email, address) is not None
@@ -208,7 +208,7 @@ def test_parallel_guesses_get_no_more_tries_than_the_limit(
     """Attempts are counted before the password is checked, atomically."""
     tag = request.getfixturevalue("tag" if store == "memory" else "redis_tag")
     email, address = f"{tag}@example.com", f"addr-{tag}"
-    throttle = LoginThrottle(
+    throttle = AttemptThrottle(
         MemoryStore() if store == "memory" else RedisStore(REDIS_URL)
     )
 

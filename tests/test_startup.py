@@ -32,9 +32,9 @@ from sqlalchemy import make_url, text
 
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
-from blogapi.errors import DATABASE_UNAVAILABLE
+from blogapi.errors import DatabaseUnavailable
 from blogapi.main import create_app
-from blogapi.schema import (
+from blogapi.migration_state import (
     MIGRATIONS_FAILED,
     RETRY_SECONDS,
     alembic_config,
@@ -106,11 +106,13 @@ def test_the_server_starts_before_the_database_and_migrates_once_it_answers() ->
             server.wait_until_alive(ALIVE_SECONDS)
             assert time.monotonic() - started < ALIVE_SECONDS
             with server.client() as client:
-                assert_not_ready(client.get("/health/ready"), DATABASE_UNAVAILABLE)
+                assert_not_ready(
+                    client.get("/health/ready"), DatabaseUnavailable.default_detail
+                )
                 registered = client.post(
                     "/users/", json={"email": "early@example.com", "password": "x" * 12}
                 )
-                assert_not_ready(registered, DATABASE_UNAVAILABLE)
+                assert_not_ready(registered, DatabaseUnavailable.default_detail)
                 assert client.get("/health").json()["status"] == "ok"
 
             where = f"127.0.0.1:{cluster.port}"
@@ -186,12 +188,14 @@ def test_migrating_on_start_answers_503_and_retries_while_the_database_is_down(
 
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
-        assert_not_ready(client.get("/health/ready"), DATABASE_UNAVAILABLE)
+        assert_not_ready(
+            client.get("/health/ready"), DatabaseUnavailable.default_detail
+        )
         assert_not_ready(
             client.post(
                 "/users/", json={"email": "a@example.com", "password": "x" * 12}
             ),
-            DATABASE_UNAVAILABLE,
+            DatabaseUnavailable.default_detail,
         )
         wait_for(
             lambda: len(retry_lines(caplog.text, f"127.0.0.1:{port}")) >= 2,

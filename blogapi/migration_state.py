@@ -1,5 +1,5 @@
-"""The database schema: the Alembic revisions the code has, the ones the database is at,
-and applying the migrations.
+"""The database's migration state: the Alembic revisions the code has, the ones the
+database is at, and applying the migrations.
 
 `python -m blogapi` applies them before it starts the server. When PostgreSQL can't be
 reached then, the server starts anyway with MIGRATE_ON_START, and each worker applies
@@ -13,24 +13,17 @@ logged with its traceback and that worker stays not ready (503) until it is rest
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeGuard
+from typing import Literal
 
 import anyio
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from fastapi import HTTPException
-from sqlalchemy import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection
 
-from blogapi.config import settings
-from blogapi.errors import (
-    DATABASE_UNAVAILABLE,
-    RETRY_AFTER_SECONDS,
-    UNREACHABLE_SQLSTATES,
-    is_transient,
-)
+from blogapi.db_errors import is_unreachable, unreachable_message
+from blogapi.errors import DatabaseUnavailable, NotReady
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
 
@@ -67,34 +60,6 @@ def log_migration_steps() -> None:
     steps.propagate = False
 
 
-def is_unreachable(error: BaseException) -> TypeGuard[DBAPIError]:
-    """Whether PostgreSQL could not be reached, or would not take a connection yet, as
-    opposed to a migration being wrong: only the former is worth trying again.
-
-    libpq gives no SQLSTATE when it cannot connect: refused, timed out, no such host, and
-    the server's own refusals at connection time too (starting up, too many clients, but
-    also a wrong password or database name; those are retried, their reason in each
-    log line). SQLite is never unreachable.
-    """
-    return (
-        isinstance(error, DBAPIError)
-        and getattr(error.orig, "sqlite_errorcode", None) is None
-        and is_transient(error, UNREACHABLE_SQLSTATES)
-    )
-
-
-def unreachable_message(error: DBAPIError) -> str:
-    """`database not reachable at db.example:5432 (connection refused)`: where, and
-    libpq's reason; never the URL's password."""
-    url = make_url(settings.database_url)
-    where = f"{url.host}:{url.port or 5432}" if url.host else "its local socket"
-    lines = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
-    reason = lines[0].rsplit(": ", 1)[-1].strip()
-    if url.password:
-        reason = reason.replace(url.password, "***")
-    return f"database not reachable at {where} ({reason[:1].lower()}{reason[1:]})"
-
-
 def database_revisions(connection: Connection) -> tuple[str, ...]:
     """The revisions the database's alembic_version holds: none before any migration."""
     return MigrationContext.configure(connection).get_current_heads()
@@ -105,7 +70,7 @@ def revision_names(revisions: tuple[str, ...]) -> str:
 
 
 @dataclass
-class Schema:
+class MigrationState:
     """The code's Alembic revisions, read once at start, and whether this process may use
     the database yet (`migrating` while it applies the migrations itself)."""
 
@@ -114,7 +79,7 @@ class Schema:
     state: Literal["migrating", "migrated", "failed"] = "migrated"
 
     @classmethod
-    def of_this_code(cls, migrating: bool = False) -> "Schema":
+    def of_this_code(cls, migrating: bool = False) -> "MigrationState":
         scripts = ScriptDirectory.from_config(alembic_config())
         return cls(
             heads=tuple(scripts.get_heads()),
@@ -131,14 +96,19 @@ class Schema:
         return not self.unknown(found) and set(found) != set(self.heads)
 
     def require_migrated(self) -> None:
-        """The session dependency's gate: 503 until this process's migrations are applied."""
+        """503 until this process's migrations are applied."""
         if self.state == "failed":
-            raise HTTPException(503, detail=MIGRATIONS_FAILED)
+            raise NotReady(MIGRATIONS_FAILED, retry=False)
         if self.state == "migrating":
-            raise HTTPException(
-                503,
-                detail=DATABASE_UNAVAILABLE,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            raise DatabaseUnavailable()
+
+    def require_current(self, found: tuple[str, ...]) -> None:
+        """503 while the database's schema is behind this code's."""
+        if self.is_behind(found):
+            raise NotReady(
+                f"schema at {revision_names(found)}, code needs "
+                f"{revision_names(self.heads)}",
+                retry=True,
             )
 
     async def migrate_until_applied(self) -> None:

@@ -1,0 +1,157 @@
+"""The /users routes of every user: registering, reading yourself and others, changing
+your password, deleting your account. (Admins' /users routes: blogapi.admin.)"""
+
+from typing import Annotated
+
+import pydantic
+from fastapi import APIRouter, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Integer, bindparam
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, delete, select, update
+
+from blogapi.auth import (
+    TOKEN_IS_CURRENT,
+    CurrentUser,
+    TokenClaims,
+    confirm_password,
+    token_params,
+)
+from blogapi.db import SessionDep
+from blogapi.errors import (
+    Conflict,
+    InvalidCredentials,
+    MalformedBody,
+    NotFound,
+    WrongLogin,
+    error_responses,
+)
+from blogapi.model_base import RequestBody
+from blogapi.security import hash_password
+from blogapi.users import (
+    USER_NOT_FOUND,
+    WITHOUT_PASSWORD_HASH,
+    NewPassword,
+    User,
+    UserCreate,
+    UserId,
+    UserPublic,
+    UserSelf,
+    may_see_email,
+)
+
+PASSWORD_MAX_CHARS = 1024
+
+
+class PasswordChange(RequestBody):
+    current_password: str = Field(max_length=PASSWORD_MAX_CHARS)
+    new_password: NewPassword
+
+
+class AccountDeletion(RequestBody):
+    password: str = Field(max_length=PASSWORD_MAX_CHARS)
+
+
+_USER = (
+    select(User)
+    .where(User.id == bindparam("user_id", type_=Integer))
+    .options(WITHOUT_PASSWORD_HASH)
+)
+
+router = APIRouter(prefix="/users", tags=["users"])
+_YOUR_ACCOUNT = error_responses(MalformedBody, InvalidCredentials, WrongLogin)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserSelf,
+    summary="Register a user",
+    responses=error_responses(MalformedBody, Conflict),
+)
+async def create_user(body: UserCreate, session: SessionDep) -> User:
+    await session.close()  # no connection is held while bcrypt runs
+    password_hash = await run_in_threadpool(hash_password, body.password)
+    user = User.model_validate(body, update={"password_hash": password_hash})
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        raise Conflict("Email already registered") from None
+    return user
+
+
+@router.get(
+    "/me",
+    response_model=UserSelf,
+    summary="The signed-in user",
+    responses=error_responses(InvalidCredentials),
+)
+async def read_me(user: CurrentUser) -> User:
+    return user
+
+
+@router.get(
+    "/{user_id}",
+    # Left to right: a response with an email is UserSelf, one without is UserPublic.
+    response_model=Annotated[
+        UserSelf | UserPublic, pydantic.Field(union_mode="left_to_right")
+    ],
+    summary="One user",
+    description="With the email only when it is the signed-in user's own, or to an admin.",
+    responses=error_responses(InvalidCredentials, NotFound),
+)
+async def read_user(
+    viewer: CurrentUser, user_id: UserId, session: SessionDep
+) -> UserPublic:
+    user = (await session.exec(_USER, params={"user_id": user_id})).first()
+    if user is None:
+        raise NotFound(USER_NOT_FOUND)
+    shown = UserSelf if may_see_email(viewer, user) else UserPublic
+    return shown.model_validate(user)
+
+
+@router.put(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change your password; every earlier token stops working",
+    responses=_YOUR_ACCOUNT,
+)
+async def change_password(
+    user: CurrentUser, claims: TokenClaims, body: PasswordChange, session: SessionDep
+) -> None:
+    await confirm_password(session, user, body.current_password)
+    password_hash = await run_in_threadpool(hash_password, body.new_password)
+    changed = await session.exec(
+        update(User)
+        .where(TOKEN_IS_CURRENT)
+        .values(password_hash=password_hash, token_version=User.token_version + 1)
+        .execution_options(synchronize_session=False),
+        params=token_params(claims),
+    )
+    if changed.rowcount == 0:
+        raise InvalidCredentials()  # the token was revoked while bcrypt ran
+    await session.commit()
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete your account, your posts and your votes",
+    responses=_YOUR_ACCOUNT,
+)
+async def delete_account(
+    user: CurrentUser, claims: TokenClaims, body: AccountDeletion, session: SessionDep
+) -> None:
+    await confirm_password(session, user, body.password)
+    # One statement: the database removes the posts and votes with the user, and its
+    # triggers take the votes off the counts of the posts that remain.
+    deleted = await session.exec(
+        delete(User)
+        .where(TOKEN_IS_CURRENT)
+        .execution_options(synchronize_session=False),
+        params=token_params(claims),
+    )
+    if deleted.rowcount == 0:
+        raise InvalidCredentials()  # the token was revoked while bcrypt ran
+    await session.commit()

@@ -1,0 +1,53 @@
+"""What every model family is built from: the request body base, id bounds, the UTC
+timestamp column type. Imports nothing of the app."""
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import DateTime
+from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MAX_ID = 2**31 - 1
+"""Ids are INTEGER columns: anything above this cannot name a row."""
+
+
+class RequestBody(SQLModel):
+    """The base of every request body: strict, so a value must have the JSON type the
+    schema gives (`0` is no boolean, `"5"` no integer) and the OpenAPI document is the
+    contract. Query and path parameters, which are text, stay lax."""
+
+    model_config = {"strict": True}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp; SQLite hands back naive values, which are UTC here."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Any
+    ) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def attribute(field: Any) -> QueryableAttribute[Any]:
+    """A model's field as SQLAlchemy's loader options take it: SQLModel types a class
+    attribute as its value (`User.email: str`), though it is the mapped attribute."""
+    return cast(QueryableAttribute[Any], field)

@@ -1,0 +1,43 @@
+"""What the app builds at start and shares between requests: one typed object, made by
+the lifespan (blogapi.main) and reached through the `Resources` dependency."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+
+from blogapi.migration_state import MigrationState
+from blogapi.throttle import AttemptThrottle
+
+
+@dataclass
+class AppResources:
+    engine: AsyncEngine
+    connection_line: anyio.Lock
+    """Requests wait here in arrival order for a database connection (blogapi.db)."""
+    login_throttle: AttemptThrottle
+    recovery_throttle: AttemptThrottle
+    """Password recovery requests, counted apart from logins in the same store."""
+    migrations: MigrationState
+    commit: str | None
+    """The commit this process runs, resolved once at start (see /health)."""
+
+    def require_ready(self) -> None:
+        """The one readiness gate for the database: 503 until the migrations are applied."""
+        self.migrations.require_migrated()
+
+
+def resources_of(app: Starlette) -> AppResources:
+    """The one place that reads the app's state (set by the lifespan)."""
+    resources: AppResources = app.state.resources
+    return resources
+
+
+def get_resources(request: Request) -> AppResources:
+    return resources_of(request.app)
+
+
+Resources = Annotated[AppResources, Depends(get_resources)]
