@@ -203,6 +203,8 @@ def test_the_checkouts_head_is_read_when_another_user_owns_it(tmp_path: Path) ->
 def test_the_commit_comes_from_the_image_then_heroku(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for variable in ("BLOGAPI_COMMIT", "SOURCE_VERSION", "HEROKU_SLUG_COMMIT"):
+        monkeypatch.delenv(variable, raising=False)
     assert Settings().commit == ""
     for variable, commit in [
         ("HEROKU_SLUG_COMMIT", "c0ffee3"),

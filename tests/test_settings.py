@@ -22,14 +22,13 @@ from blogapi.config import (
 from blogapi.main import create_app
 
 GOOD_KEY = "k" * MIN_SECRET_KEY_LENGTH
-SETTINGS_ENV = ("DATABASE_URL", "SECRET_KEY", "ACCESS_TOKEN_EXPIRE_MINUTES")
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forget what conftest put in the environment for the app under test."""
-    for name in (*SETTINGS_ENV, "CORS_ORIGINS"):
-        monkeypatch.delenv(name, raising=False)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
 def load(**values: object) -> Settings:
