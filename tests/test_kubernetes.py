@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -343,11 +344,26 @@ def test_the_ingress_routes_to_the_service_port(resources: list[Resource]) -> No
     assert hosts == tls_hosts
 
 
+def docs_yaml() -> list[str]:
+    """The YAML blocks docs/kubernetes.md shows, as its reader would save them."""
+    fenced = re.compile(r"^ *```yaml\n(.*?)^ *```", re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(block) for block in fenced.findall(DOCS.read_text())]
+
+
 def docs_overlay() -> str:
-    """The overlay docs/kubernetes.md shows, as its reader would save it."""
-    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
-    (overlay,) = [b for b in blocks if b.startswith("# deploy/overlays/production/")]
+    (overlay,) = [
+        b for b in docs_yaml() if b.startswith("# deploy/overlays/production/")
+    ]
     return overlay
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_resources_in_the_docs_validate(version: str) -> None:
+    shown = [yaml.safe_load(block) for block in docs_yaml()]
+    resources = [r for r in shown if r["kind"] != "Kustomization"]
+    assert [r["kind"] for r in resources] == ["NetworkPolicy"]
+    for resource in resources:
+        validate(resource, version)
 
 
 def test_the_overlay_in_the_docs_sets_image_host_and_settings(tmp_path: Path) -> None:
