@@ -76,12 +76,14 @@ def check_can_listen(host: str, port: int) -> None:
     other = port + 1 if port < 65535 else port - 1
     pick = f"PORT={other} or --port {other}"
     try:
-        socket.create_server((address, port), family=family).close()
-    except socket.gaierror:
+        socket.getaddrinfo(address, port, family, socket.SOCK_STREAM)
+    except socket.gaierror:  # create_server would raise it as a plain OSError
         raise PortUnavailable(
             f"HOST {host} is not a name or address this machine can listen on: use "
             "e.g. HOST=0.0.0.0 (every interface) or HOST=127.0.0.1 (this machine only)"
         ) from None
+    try:
+        socket.create_server((address, port), family=family).close()
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             problem = f"PORT {port} is already in use on {host}"

@@ -27,6 +27,7 @@ from blogapi.config import (
     SettingsError,
     load_settings,
 )
+from blogapi.server import PortUnavailable, check_can_listen
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "tooshort-s3cret"
@@ -394,3 +395,22 @@ def test_database_urls_that_work(url: str) -> None:
 )
 def test_redis_urls_that_work(url: str) -> None:
     assert load_settings(_env_file=None, redis_url=url).redis_url == url
+
+
+def test_a_host_that_is_not_this_machine_s_is_named(taken_port: int) -> None:
+    """192.0.2.1 is kept for documentation: no machine has it."""
+    with pytest.raises(PortUnavailable) as failure:
+        check_can_listen("192.0.2.1", taken_port)
+
+    assert str(failure.value).startswith("HOST 192.0.2.1 is not an address of this")
+    assert "HOST=0.0.0.0" in str(failure.value)
+
+
+def test_a_port_in_use_names_the_next_one(taken_port: int) -> None:
+    with pytest.raises(PortUnavailable) as failure:
+        check_can_listen("127.0.0.1", taken_port)
+
+    assert str(failure.value) == (
+        f"PORT {taken_port} is already in use on 127.0.0.1: stop what listens there, "
+        f"or pick another port: PORT={taken_port + 1} or --port {taken_port + 1}"
+    )
