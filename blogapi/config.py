@@ -1,26 +1,63 @@
-"""Settings, read once from the environment or a `.env` file."""
+"""Settings, read once from the environment or a `.env` file.
+
+A setting that can't be used stops every entry point (the server, uvicorn, alembic,
+make-admin) with one line per problem on stderr: the variable, what is wrong and a right
+value, never the value itself (it may be a secret).
+"""
 
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, NoReturn, get_args
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 log = logging.getLogger("blogapi")
 
 MIN_SECRET_KEY_LENGTH = 32
+GENERATE_SECRET_KEY = (
+    'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+)
 SECRET_KEY_NEEDED = (
     f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters "
-    "(only SQLite may leave it unset); generate one with: "
-    'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+    f"(only SQLite may leave it unset); {GENERATE_SECRET_KEY}"
+)
+DATABASE_URL_EXAMPLE = (
+    "use e.g. postgresql://user:password@host:5432/blogapi or sqlite:///./blogapi.db"
+)
+REDIS_URL_EXAMPLE = (
+    "use e.g. redis://localhost:6379/0 or rediss://:password@host:6380/0"
+)
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+BOUND_WORDS = (
+    ("ge", "of at least"),
+    ("gt", "above"),
+    ("le", "of at most"),
+    ("lt", "below"),
 )
 
 
-class MissingSecretKey(ValueError):
+class SettingsError(ValueError):
+    """Settings that can't be used: one line per problem, naming the variable; never
+    its value."""
+
+
+class MissingSecretKey(SettingsError):
     pass
 
 
@@ -33,8 +70,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     db_max_connections: int = Field(default=16, ge=1)
-    db_pool_timeout: float = Field(default=10, gt=0)
-    db_statement_timeout: float = Field(default=10, gt=0)
+    db_pool_timeout: float = Field(default=10, gt=0, allow_inf_nan=False)
+    db_statement_timeout: float = Field(default=10, gt=0, allow_inf_nan=False)
     db_prepared_statements: bool = False
     migrate_on_start: bool = False
     log_format: Literal["text", "json"] = "text"
@@ -71,7 +108,15 @@ class Settings(BaseSettings):
         is named: the one libpq driver, for the app and the migrations alike."""
         scheme, _, rest = url.partition("://")
         if scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+"):
-            return "postgresql+psycopg://" + rest
+            url = "postgresql+psycopg://" + rest
+        _check_database_url(url)
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def check_redis_url(cls, url: str) -> str:
+        if url:
+            _check_redis_url(url)
         return url
 
     @field_validator("cors_origins", mode="before")
@@ -90,13 +135,20 @@ class Settings(BaseSettings):
                 "PUBLIC_URL must start with http:// or https://, "
                 "e.g. https://blog.example.com"
             )
+        if url and not urlsplit(url).hostname:
+            raise ValueError(
+                "PUBLIC_URL names no host: use e.g. https://blog.example.com"
+            )
         return url.rstrip("/")
 
     @field_validator("secret_key")
     @classmethod
     def long_enough(cls, key: str) -> str:
         if key and len(key) < MIN_SECRET_KEY_LENGTH:
-            raise ValueError(SECRET_KEY_NEEDED)
+            raise ValueError(
+                f"SECRET_KEY is too short ({len(key)} characters; at least "
+                f"{MIN_SECRET_KEY_LENGTH} are needed): {GENERATE_SECRET_KEY}"
+            )
         return key
 
     def require_secret_key(self) -> None:
@@ -162,4 +214,155 @@ def _local_secret_key(database: Path | None) -> str:
     return key_file.read_text().strip()
 
 
-settings = Settings()
+def _check_database_url(url: str) -> None:
+    """A URL SQLAlchemy reads, for PostgreSQL or SQLite; the messages never show it."""
+    if not url:
+        raise ValueError(f"DATABASE_URL is empty: {DATABASE_URL_EXAMPLE}")
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "DATABASE_URL is not a database URL (it does not read as "
+            f"scheme://user:password@host:port/database): {DATABASE_URL_EXAMPLE}"
+        ) from None
+    except ValueError:  # the port is no number
+        raise ValueError(_bad_database_port()) from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f'DATABASE_URL is not a database URL ("{parsed.drivername}" is no known '
+            f"scheme): {DATABASE_URL_EXAMPLE}"
+        ) from None
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ValueError(
+            f'DATABASE_URL names a "{parsed.get_backend_name()}" database: blogapi runs '
+            f"on PostgreSQL or SQLite; {DATABASE_URL_EXAMPLE}"
+        )
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ValueError(_bad_database_port())
+
+
+def _bad_database_port() -> str:
+    return (
+        "DATABASE_URL has a port that is not a number from 1 to 65535: "
+        + DATABASE_URL_EXAMPLE
+    )
+
+
+def _check_redis_url(url: str) -> None:
+    """A URL redis-py connects with; the messages never show it."""
+    scheme, separator, _ = url.partition("://")
+    if not separator or scheme not in REDIS_SCHEMES:
+        named = f' ("{scheme}" is not one)' if separator and scheme.isalnum() else ""
+        raise ValueError(
+            f"REDIS_URL must start with redis://, rediss:// or unix://{named}: "
+            + REDIS_URL_EXAMPLE
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a [ without its ]
+        raise ValueError(
+            f"REDIS_URL has a host that can't be read: {REDIS_URL_EXAMPLE}"
+        ) from None
+    try:
+        port = parts.port
+    except ValueError:  # no number, or out of range
+        port = 0
+    if port == 0:
+        raise ValueError(
+            "REDIS_URL has a port that is not a number from 1 to 65535: "
+            + REDIS_URL_EXAMPLE
+        )
+    database = parts.path.strip("/")
+    if scheme == "unix" and not database:
+        raise ValueError(
+            "REDIS_URL names no socket: use e.g. unix:///run/redis/redis.sock"
+        )
+    if scheme != "unix" and database and not database.isdigit():
+        raise ValueError(
+            "REDIS_URL's database (the path after the host) is not a number: "
+            + REDIS_URL_EXAMPLE
+        )
+
+
+def load_settings(**values: Any) -> Settings:
+    """Settings from the environment and `.env`, and `values` over them; SettingsError
+    if any can't be used."""
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        raise SettingsError(
+            "\n".join(_problem(details) for details in error.errors())
+        ) from None
+
+
+def _problem(details: ErrorDetails) -> str:
+    """One line for one of pydantic's errors, built from where and what, never from the
+    input: the variable, what is wrong, and a right value."""
+    context = details.get("ctx", {})
+    if details["type"] == "value_error":  # the validators above: whole lines
+        return str(context["error"])
+    name = str(details["loc"][0]) if details["loc"] else ""
+    field = Settings.model_fields.get(name)
+    variable = name.upper()
+    if field is None:
+        return f"{variable or 'a setting'} can't be used: {details['msg']}"
+    expected, kind = _expected(field), _kind(field)
+    example = f", e.g. {variable}={_example(field)}" if _example(field) else ""
+    if expected == kind:
+        return f"{variable} must be {kind}{example}"
+    if details["type"].startswith(("greater_than", "less_than")):
+        return f"{variable} is out of range: use {expected}{example}"
+    return f"{variable} is not {kind}: use {expected}{example}"
+
+
+def _kind(field: FieldInfo) -> str:
+    kinds = {int: "a whole number", float: "a number", bool: "true or false"}
+    if field.annotation in kinds:
+        return kinds[field.annotation]
+    choices = get_args(field.annotation)
+    if choices and all(isinstance(choice, str) for choice in choices):
+        return "one of " + ", ".join(choices)
+    return "a valid value"
+
+
+def _expected(field: FieldInfo) -> str:
+    """What the field takes, e.g. "a whole number from 1 to 65535"."""
+    limits = {
+        words: bound
+        for rule in field.metadata
+        for name, words in BOUND_WORDS
+        if (bound := getattr(rule, name, None)) is not None
+    }
+    if "of at least" in limits and "of at most" in limits:
+        return f"{_kind(field)} from {limits['of at least']} to {limits['of at most']}"
+    return " ".join(
+        [_kind(field), *(f"{words} {bound}" for words, bound in limits.items())]
+    )
+
+
+def _example(field: FieldInfo) -> str:
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, (int, float, str)) and default != "":
+        return str(default)
+    return ""
+
+
+def exit_for(error: SettingsError) -> NoReturn:
+    """Stop the process: each problem on a line of stderr, no traceback."""
+    for line in str(error).splitlines():
+        print(f"blogapi: {line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        exit_for(error)
+
+
+settings = _settings_or_exit()

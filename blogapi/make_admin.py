@@ -1,8 +1,9 @@
 """`python -m blogapi make-admin EMAIL [--revoke]`: make a registered user an admin, or
 an ordinary user again, straight in the database. It needs only DATABASE_URL.
 
-Exit status: 0 done, 1 no user has that email, 2 wrong arguments, 3 the database can't
-be reached or its schema is behind this code's (apply the migrations first).
+Exit status: 0 done, 1 no user has that email, 2 wrong arguments or a setting that can't
+be used, 3 the database can't be reached or its schema is behind this code's (apply the
+migrations first).
 """
 
 import argparse

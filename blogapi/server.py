@@ -10,8 +10,10 @@ answers (MIGRATE_ON_START), answering 503 until then.
 """
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +23,7 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError
 from uvicorn_worker import UvicornWorker
 
-from blogapi.config import MissingSecretKey, settings
+from blogapi.config import SettingsError, exit_for, settings
 from blogapi.db_errors import is_unreachable, unreachable_message
 from blogapi.migration_state import log_migration_steps, migrate
 from blogapi.request_log import configure_logging
@@ -58,6 +60,51 @@ def migrate_or_defer() -> None:
         os.environ["MIGRATE_ON_START"] = "true"
 
 
+class PortUnavailable(SettingsError):
+    pass
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """PortUnavailable, in one line, if HOST:PORT can't be listened on: bound and closed
+    here as the server will bind it (SO_REUSEADDR), just before it does."""
+    address = host.strip("[]")  # gunicorn takes an IPv6 address in brackets
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    other = port + 1 if port < 65535 else port - 1
+    pick = f"PORT={other} or --port {other}"
+    try:
+        socket.getaddrinfo(address, port, family, socket.SOCK_STREAM)
+    except socket.gaierror:  # create_server would raise it as a plain OSError
+        raise PortUnavailable(
+            f"HOST {host} is not a name or address this machine can listen on: use "
+            "e.g. HOST=0.0.0.0 (every interface) or HOST=127.0.0.1 (this machine only)"
+        ) from None
+    try:
+        socket.create_server((address, port), family=family).close()
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            problem = f"PORT {port} is already in use on {host}"
+            advice = f"stop what listens there, or pick another port: {pick}"
+        elif error.errno == errno.EACCES:
+            problem = f"PORT {port} may not be listened on by this user"
+            advice = f"ports below 1024 need privileges; pick another port: {pick}"
+        elif error.errno == errno.EADDRNOTAVAIL:
+            problem = f"HOST {host} is not an address of this machine"
+            advice = "use e.g. HOST=0.0.0.0 (every interface) or HOST=127.0.0.1"
+        else:
+            problem = f"PORT {port} on HOST {host} can't be listened on"
+            advice = f"{error.strerror or error}; pick another port: {pick}"
+        raise PortUnavailable(f"{problem}: {advice}") from None
+
+
+def port_number(text: str) -> int:
+    """--port's type: a number from 1 to 65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(
+            "not a port number: use a whole number from 1 to 65535, e.g. --port 8000"
+        )
+    return int(text)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m blogapi",
@@ -66,7 +113,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default=settings.host, help="HOST; see above")
-    parser.add_argument("--port", type=int, default=settings.port, help="PORT (8000)")
+    parser.add_argument(
+        "--port", type=port_number, default=settings.port, help="PORT (8000)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -104,16 +153,21 @@ def share_connections(requested_workers: int) -> int:
 def serve(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     configure_logging(settings.log_format)
+    host = args.host or ("127.0.0.1" if args.reload else "0.0.0.0")
     try:
         settings.require_secret_key()
-    except MissingSecretKey as error:
-        sys.exit(str(error))
+    except SettingsError as error:
+        exit_for(error)
     migrate_or_defer()
     workers = share_connections(1 if args.reload else args.workers)
+    try:
+        check_can_listen(host, args.port)
+    except PortUnavailable as error:
+        exit_for(error)
     if args.reload:
         uvicorn.run(
             "blogapi.main:app",
-            host=args.host or "127.0.0.1",
+            host=host,
             port=args.port,
             reload=True,
             reload_dirs=[str(Path(__file__).resolve().parent)],
@@ -128,7 +182,7 @@ def serve(argv: Sequence[str]) -> None:
             *gunicorn,
             "--worker-class=blogapi.server.Worker",
             f"--workers={workers}",
-            f"--bind={args.host or '0.0.0.0'}:{args.port}",
+            f"--bind={host}:{args.port}",
             f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
             "--no-control-socket",
         ],
