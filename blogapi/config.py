@@ -351,10 +351,15 @@ def _example(field: FieldInfo) -> str:
     return ""
 
 
+def print_settings_error(error: SettingsError) -> None:
+    """Each problem on a line of stderr, no traceback."""
+    for line in str(error).splitlines():
+        print(f"blogapi: {line}", file=sys.stderr, flush=True)
+
+
 def exit_for(error: SettingsError) -> NoReturn:
     """Stop the process: each problem on a line of stderr, no traceback."""
-    for line in str(error).splitlines():
-        print(f"blogapi: {line}", file=sys.stderr)
+    print_settings_error(error)
     raise SystemExit(2)
 
 

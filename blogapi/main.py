@@ -1,5 +1,6 @@
 """The application factory: routers, middleware and error handlers."""
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,7 @@ from blogapi import (
     posts,
     votes,
 )
-from blogapi.config import settings
+from blogapi.config import SettingsError, print_settings_error, settings
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
 from blogapi.error_handlers import install_error_handlers
@@ -34,10 +35,19 @@ from blogapi.resources import AppResources
 from blogapi.security import dummy_hash
 from blogapi.throttle import build_attempt_throttle
 
+WORKER_BOOT_ERROR = 3
+"""The exit status gunicorn takes for a worker that can never start."""
+
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings.require_secret_key()
+    try:
+        settings.require_secret_key()
+    except SettingsError as error:
+        # Raised here, it would reach the server as a traceback; exit status 3 also
+        # stops a gunicorn started by hand instead of restarting its workers.
+        print_settings_error(error)
+        os._exit(WORKER_BOOT_ERROR)
     await anyio.to_thread.run_sync(dummy_hash)
     login_throttle = build_attempt_throttle()
     resources = AppResources(
