@@ -24,7 +24,9 @@ def send_email(to: str, subject: str, text: str) -> None:
     message["Subject"] = subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid()
-    message.set_content(text)
+    # Plain ASCII goes as it is, so a link reads the same in any mail viewer; anything
+    # else is encoded.
+    message.set_content(text, cte="7bit" if text.isascii() else None)
     with smtplib.SMTP(
         settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS
     ) as smtp:
