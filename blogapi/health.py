@@ -10,15 +10,17 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from blogapi import __version__
 from blogapi.config import settings
-from blogapi.db import SessionDep
 from blogapi.errors import DatabaseUnavailable, NotReady, error_responses
 from blogapi.migration_state import database_revisions, revision_names
 from blogapi.resources import Resources
 
 router = APIRouter(prefix="/health", tags=["health"])
+
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 GIT_SECONDS = 5
@@ -78,6 +80,16 @@ READY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def _revisions_if_idle(engine: AsyncEngine) -> tuple[str, ...] | None:
+    """The database's revisions, read on a connection the pool has idle (or opens) now,
+    outside the requests' line; None when every connection is checked out."""
+    pool = engine.sync_engine.pool
+    if isinstance(pool, QueuePool) and pool.checkedout() >= pool.size():
+        return None
+    async with engine.connect() as connection:
+        return await connection.run_sync(database_revisions)
+
+
 @router.get("", summary="Liveness: the process answers, with its version and commit")
 async def alive(resources: Resources) -> Liveness:
     return Liveness(version=__version__, commit=resources.commit)
@@ -89,10 +101,14 @@ async def alive(resources: Resources) -> Liveness:
     response_model_exclude_none=True,
     responses=READY_RESPONSES,
 )
-async def ready(resources: Resources, session: SessionDep) -> Readiness:
+async def ready(resources: Resources) -> Readiness:
+    resources.require_ready()
     migrations = resources.migrations
-    connection = await session.connection()
-    found = await connection.run_sync(database_revisions)
+    found = await _revisions_if_idle(resources.engine)
+    if found is None:
+        # Every connection is serving a request: the database answers. The probe must not
+        # wait behind those requests, or a busy instance would be taken out of service.
+        return Readiness(note="busy: every database connection is serving requests")
     if migrations.unknown(found):
         return Readiness(
             schema_revision=revision_names(found),

@@ -23,12 +23,14 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import make_url, text
+from sqlalchemy.pool import QueuePool
 
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
@@ -39,6 +41,7 @@ from blogapi.migration_state import (
     RETRY_SECONDS,
     alembic_config,
 )
+from blogapi.resources import resources_of
 from tests.factories import create_post, create_user_and_login
 from tests.servers import (
     ServerProcess,
@@ -282,6 +285,43 @@ def test_ready_is_200_and_names_a_schema_ahead_of_the_code(
     body = response.json()
     assert body.pop("note")
     assert body == {"status": "ok", "schema": "9999"}
+
+
+async def hold_every_connection_then_probe(app: FastAPI) -> list[int]:
+    """Hold all of the app's connections, queue a request behind them, and probe
+    readiness: its answers, and the queued request's, in the order they came."""
+    engine = resources_of(app).engine
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    held = [await engine.connect() for _ in range(pool.size())]
+    answers: list[int] = []
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://app"
+    ) as http:
+
+        async def queued_request() -> None:
+            body = {"email": "queued@example.com", "password": "correct horse battery"}
+            answers.append((await http.post("/users/", json=body)).status_code)
+
+        async with anyio.create_task_group() as requests:
+            requests.start_soon(queued_request)
+            await anyio.wait_all_tasks_blocked()
+            answers.append((await http.get("/health/ready")).status_code)
+            for connection in held:
+                await connection.close()
+    return answers
+
+
+def test_ready_answers_at_once_while_every_connection_serves_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Readiness never waits in the requests' line: a busy instance stays in service."""
+    monkeypatch.setattr(settings, "db_max_connections", 2)
+    monkeypatch.setattr(settings, "web_concurrency", 1)
+    with TestClient(create_app()) as client:
+        answers = client.portal.call(hold_every_connection_then_probe, client.app)
+
+    assert answers == [200, 201]
 
 
 def test_readiness_documents_its_answers(client: TestClient) -> None:
