@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -85,7 +86,12 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(default=os.cpu_count() or 1, ge=1)
     public_url: str = ""
     """Where clients reach the site, e.g. `https://blog.example.com`: links the API hands
-    out are built on it (relative when it is empty), never on a request's Host."""
+    out are built on it (relative when it is empty), never on a request's Host; emailed
+    links too, unless FRONTEND_URL is set."""
+    frontend_url: str = ""
+    """Where people open the links emailed to them (`{FRONTEND_URL}/reset-password?...`),
+    when a front end elsewhere shows those pages; empty: PUBLIC_URL, where the API serves
+    them itself."""
     smtp_host: str = ""
     smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_user: str = ""
@@ -126,19 +132,18 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("public_url")
+    @field_validator("public_url", "frontend_url")
     @classmethod
-    def check_public_url(cls, url: str) -> str:
+    def check_site_url(cls, url: str, info: ValidationInfo) -> str:
         """An http(s) URL with no trailing slash, so `f"{public_url}/path"` is right."""
+        name = str(info.field_name).upper()
         if url and not url.startswith(("http://", "https://")):
             raise ValueError(
-                "PUBLIC_URL must start with http:// or https://, "
+                f"{name} must start with http:// or https://, "
                 "e.g. https://blog.example.com"
             )
         if url and not urlsplit(url).hostname:
-            raise ValueError(
-                "PUBLIC_URL names no host: use e.g. https://blog.example.com"
-            )
+            raise ValueError(f"{name} names no host: use e.g. https://blog.example.com")
         return url.rstrip("/")
 
     @field_validator("secret_key")
@@ -163,13 +168,18 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def require_email_settings(self) -> "Settings":
         """Reset links need the site's address and a sender once email is on."""
-        if self.smtp_host and not (self.public_url and self.emails_from):
+        if self.smtp_host and not (self.email_links_url and self.emails_from):
             raise ValueError(
-                "SMTP_HOST is set, so PUBLIC_URL (the site that shows the password "
-                "reset form, e.g. https://blog.example.com) and EMAILS_FROM (the "
-                "sender, e.g. blog@example.com) must be set too"
+                "SMTP_HOST is set, so FRONTEND_URL or PUBLIC_URL (the site that shows "
+                "the password reset form, e.g. https://blog.example.com) and "
+                "EMAILS_FROM (the sender, e.g. blog@example.com) must be set too"
             )
         return self
+
+    @property
+    def email_links_url(self) -> str:
+        """What emailed links are built on: FRONTEND_URL, else PUBLIC_URL."""
+        return self.frontend_url or self.public_url
 
     @property
     def is_sqlite(self) -> bool:

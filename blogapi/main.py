@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 
 from blogapi import (
     __version__,
@@ -16,6 +17,7 @@ from blogapi import (
     health,
     password_reset,
     posts,
+    reset_page,
     votes,
 )
 from blogapi.config import SettingsError, print_settings_error, settings
@@ -112,7 +114,21 @@ def create_app() -> FastAPI:
     async def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    for feature in (auth, accounts, password_reset, admin, posts, votes, health):
+    app.mount(
+        reset_page.STATIC_URL,
+        StaticFiles(packages=[("blogapi", "static")]),
+        name="static",
+    )
+    for feature in (
+        auth,
+        accounts,
+        password_reset,
+        reset_page,
+        admin,
+        posts,
+        votes,
+        health,
+    ):
         app.include_router(feature.router)
     return app
 

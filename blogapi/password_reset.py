@@ -1,5 +1,7 @@
 """Password reset by email: POST /password-recovery mails a single-use link to the
-site's front end (PUBLIC_URL), whose form sends its token to POST /reset-password.
+site's front end (FRONTEND_URL, else PUBLIC_URL), whose form sends its token to
+POST /reset-password. Without a front end of its own, the link opens the API's page
+(blogapi.reset_page).
 
 A token is 256 random bits, so the database keeps only its SHA-256: whoever reads the
 table can't use what is there. It expires after RESET_TOKEN_MINUTES and is deleted when
@@ -157,7 +159,7 @@ async def send_reset_link(engine: AsyncEngine, email: str) -> None:
         return
     if user_id is None:
         return
-    link = f"{settings.public_url}/reset-password?token={token}"
+    link = f"{settings.email_links_url}/reset-password?token={token}"
     try:
         await run_in_threadpool(send_email, email, SUBJECT, reset_text(link))
     except (OSError, smtplib.SMTPException) as error:
@@ -180,8 +182,10 @@ router = APIRouter(tags=["authentication"])
     status_code=status.HTTP_202_ACCEPTED,
     summary="Email a password reset link",
     description="Answers 202 with the same body whether or not an active account has "
-    "the email, and emails that account a link to `{PUBLIC_URL}/reset-password?token=`"
-    "..., valid once for RESET_TOKEN_MINUTES. Throttled like `POST /login`.",
+    "the email, and emails that account a link to `{FRONTEND_URL}/reset-password?token=`"
+    "..., valid once for RESET_TOKEN_MINUTES (FRONTEND_URL defaults to PUBLIC_URL, "
+    "where `GET /reset-password` serves a page that sets the password). Throttled like "
+    "`POST /login`.",
     responses=error_responses(MalformedBody, TooManyAttempts),
 )
 async def recover_password(

@@ -1,10 +1,13 @@
-"""A real browser against a real server: Swagger UI and ReDoc work with no internet.
+"""A real browser against a real server: Swagger UI and ReDoc work with no internet, and
+the emailed password reset link sets a new password on the API's own page.
 
 Headless Chrome or Chromium (BROWSER_PATH, else where GitHub's Ubuntu runners and Debian keep
 one), driven by Playwright's Python package (nothing downloads a browser), opens /docs,
 registers through "Try it out", authorizes with the OAuth2 password form, creates a post and
-sees it listed. Every request the page makes must go to the
-loopback server under test: any other host is blocked and fails the test.
+sees it listed. It also opens the link of a reset email that a server process sent to an
+SMTP server the test runs, and sets a password there. Every request the page makes must go
+to the loopback server under test: any other host is blocked and fails the test, and so
+does anything the page's Content-Security-Policy refuses or an error in its script.
 """
 
 import json
@@ -15,13 +18,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import ServerProcess, free_port
 
 BROWSER_CANDIDATES = (
     "/usr/bin/google-chrome",
@@ -68,6 +72,14 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from sqlmodel import Session, select
+
+from blogapi.config import settings
+from blogapi.model_base import utc_now
+from blogapi.password_reset import INVALID_TOKEN, PasswordResetToken
+from tests.factories import PASSWORD as OLD_PASSWORD
+from tests.factories import create_user, engine, login
+from tests.mailbox import Inbox, smtp_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
@@ -292,3 +304,176 @@ def test_redoc_renders(page: Page, live_server: LiveServer) -> None:
     page.goto(f"{live_server.url}/redoc")
     expect(page.locator("h1").first).to_contain_text("blogapi")
     expect(page.locator("h2", has_text="Register a user")).to_be_visible()
+
+
+# The password reset page
+
+
+NEW_PASSWORD = "a brand new password"
+SET = "Your password is set."
+
+
+@pytest.fixture(scope="module")
+def mail_server() -> Iterator[Inbox]:
+    with smtp_server() as inbox:
+        yield inbox
+
+
+@pytest.fixture(scope="module")
+def mailing_server(mail_server: Inbox) -> Iterator[ServerProcess]:
+    """`python -m blogapi` on the tests' own database (emptied before each test), mailing
+    through the test's SMTP server, with no front end: PUBLIC_URL is its own address, so
+    the emailed links open its own reset page."""
+    server = ServerProcess(
+        settings.database_url,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(mail_server.port),
+        SMTP_STARTTLS="false",
+        EMAILS_FROM="Blog <blog@example.com>",
+    )
+    server.env["PUBLIC_URL"] = server.url
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def inbox(mail_server: Inbox) -> Inbox:
+    mail_server.messages.clear()
+    return mail_server
+
+
+def emailed_link(server: ServerProcess, inbox: Inbox, email: str) -> str:
+    with server.client() as client:
+        response = client.post("/password-recovery", json={"email": email})
+    assert response.status_code == 202, response.text
+    inbox.wait_for_messages(1)
+    (link,) = inbox.links()
+    assert link.startswith(f"{server.url}/reset-password?token=")
+    return link
+
+
+def submit_password(page: Page, password: str) -> Locator:
+    """Type a new password, press the button, and return the status area."""
+    page.get_by_label("New password").fill(password)
+    page.get_by_role("button", name="Set password").click()
+    return page.get_by_role("status")
+
+
+def login_status(server: ServerProcess, email: str, password: str) -> int:
+    with server.client() as client:
+        response = client.post("/login", data={"username": email, "password": password})
+    return response.status_code
+
+
+def test_the_emailed_link_sets_a_new_password_once(
+    page: Page, mailing_server: ServerProcess, inbox: Inbox
+) -> None:
+    with mailing_server.client() as client:
+        user = create_user(client)
+    link = emailed_link(mailing_server, inbox, user["email"])
+
+    page.goto(link)
+    expect(page.get_by_role("heading", name="Set a new password")).to_be_visible()
+    button = page.get_by_role("button", name="Set password")
+    expect(button).to_be_enabled()  # the script runs
+    expect(button).to_have_css("background-color", "rgb(29, 78, 216)")  # the style too
+    status = submit_password(page, "\u00e9" * 40)  # 80 bytes in UTF-8: over 72
+    expect(status).to_have_text("Password must be at most 72 bytes in UTF-8")
+    expect(button).to_be_enabled()
+    status = submit_password(page, NEW_PASSWORD)
+    expect(status).to_contain_text(SET)
+    expect(page.get_by_label("New password")).to_be_disabled()
+
+    with mailing_server.client() as client:
+        login(client, user["email"], NEW_PASSWORD)
+    assert login_status(mailing_server, user["email"], OLD_PASSWORD) == 403
+
+    page.goto(link)
+    status = submit_password(page, "yet another password")
+    expect(status).to_have_text(INVALID_TOKEN)
+    expect(page.get_by_role("button", name="Set password")).to_be_disabled()
+    assert login_status(mailing_server, user["email"], NEW_PASSWORD) == 200
+
+
+def test_an_expired_link_says_to_ask_for_a_new_one(
+    page: Page, mailing_server: ServerProcess, inbox: Inbox
+) -> None:
+    with mailing_server.client() as client:
+        user = create_user(client)
+    link = emailed_link(mailing_server, inbox, user["email"])
+    with Session(engine) as session:
+        row = session.exec(select(PasswordResetToken)).one()
+        row.expires_at = utc_now() - timedelta(seconds=1)
+        session.commit()
+
+    page.goto(link)
+    status = submit_password(page, NEW_PASSWORD)
+
+    expect(status).to_have_text(INVALID_TOKEN)
+    assert login_status(mailing_server, user["email"], OLD_PASSWORD) == 200
+
+
+def test_a_network_failure_says_so_and_the_link_still_works(
+    page: Page, mailing_server: ServerProcess, inbox: Inbox
+) -> None:
+    with mailing_server.client() as client:
+        user = create_user(client)
+    link = emailed_link(mailing_server, inbox, user["email"])
+    page.goto(link)
+
+    def cut_the_post(route: Route, request: Request) -> None:
+        if request.method == "POST":
+            route.abort("internetdisconnected")
+        else:
+            route.fallback()
+
+    page.route("**/reset-password", cut_the_post)
+    status = submit_password(page, NEW_PASSWORD)
+    expect(status).to_have_text(
+        "Could not reach the server: check your connection and try again."
+    )
+    page.unroute("**/reset-password", cut_the_post)
+    status = submit_password(page, NEW_PASSWORD)
+
+    expect(status).to_contain_text(SET)
+    assert login_status(mailing_server, user["email"], NEW_PASSWORD) == 200
+
+
+def test_the_page_without_a_token_says_what_to_do(
+    page: Page, mailing_server: ServerProcess
+) -> None:
+    page.goto(f"{mailing_server.url}/reset-password")
+
+    expect(page.get_by_role("status")).to_contain_text("needs the link from the email")
+    expect(page.get_by_role("button", name="Set password")).to_be_disabled()
+
+
+def test_the_page_works_behind_a_path_prefix(
+    page: Page, mailing_server: ServerProcess, inbox: Inbox
+) -> None:
+    """As behind a proxy that serves the API under /blog/api, stripping that prefix, and
+    an app that doesn't know it: the page's script, style and POST all stay under it."""
+    prefix = "/blog/api"
+    with mailing_server.client() as client:
+        user = create_user(client)
+    link = emailed_link(mailing_server, inbox, user["email"])
+    outside: list[str] = []
+
+    def proxy(route: Route, request: Request) -> None:
+        url = urlsplit(request.url)
+        if not url.path.startswith(f"{prefix}/"):
+            outside.append(request.url)
+            route.abort("blockedbyclient")
+            return
+        upstream = url._replace(path=url.path.removeprefix(prefix)).geturl()
+        route.fulfill(response=route.fetch(url=upstream))
+
+    page.route(f"{mailing_server.url}/**", proxy)
+    page.goto(link.replace(mailing_server.url, f"{mailing_server.url}{prefix}"))
+    status = submit_password(page, NEW_PASSWORD)
+
+    expect(status).to_contain_text(SET)
+    assert outside == []
+    assert login_status(mailing_server, user["email"], NEW_PASSWORD) == 200

@@ -24,6 +24,7 @@ EXPECTED = {
     ("patch", "/users/{user_id}"): {"200", "401", "403", "404", "409", "422"},
     ("post", "/password-recovery"): {"202", "422", "429"},
     ("post", "/reset-password"): {"204", "400", "422"},
+    ("get", "/reset-password"): {"200"},
 }
 
 

@@ -1,34 +1,36 @@
-"""Password reset by email, through a real SMTP server (aiosmtpd) the tests start."""
+"""Password reset by email, through a real SMTP server (aiosmtpd) the tests start, and
+the page the emailed link opens on the API (GET /reset-password).
+
+The page in a real browser is tested in tests/test_browser.py."""
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterator
 from datetime import timedelta
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
 from blogapi.config import settings
 from blogapi.model_base import utc_now
 from blogapi.password_reset import INVALID_TOKEN, PasswordResetToken
+from blogapi.users import PASSWORD_MIN_CHARS
 from tests.factories import (
     PASSWORD,
     assert_invalid,
     assert_unauthorized,
     blogapi_log,
     create_admin_and_login,
+    create_post,
     create_user,
     create_user_and_login,
     engine,
     login,
 )
+from tests.mailbox import Inbox, smtp_server
 from tests.servers import free_port
 from tests.test_query_counts import recorded_statements
 
@@ -37,62 +39,34 @@ NEW_PASSWORD = "a brand new password"
 ACCEPTED = {
     "message": "If an active account has this email, a password reset link is on its way"
 }
-LINK = re.compile(r"https://blog\.example\.com/reset-password\?token=([\w-]+)")
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every message, or refuses them all."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.refuse = False
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.refuse:
-            return "554 Transaction failed: refused by the test"
-        message = message_from_bytes(envelope.content, policy=default)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 OK"
-
-    def texts(self) -> list[str]:
-        """The text part of each message received."""
-        texts = []
-        for message in self.messages:
-            body = message.get_body(("plain",))
-            assert body is not None
-            texts.append(body.get_content())
-        return texts
-
-    def tokens(self) -> list[str]:
-        """The token of each message's link."""
-        return [token for text in self.texts() for token in LINK.findall(text)]
-
-    def token(self) -> str:
-        """The token of the one link received."""
-        (token,) = self.tokens()
-        return token
+PAGE_HEADERS = {
+    "content-type": "text/html; charset=utf-8",
+    "content-security-policy": "default-src 'none'; script-src 'self'; "
+    "style-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+}
+ASSET_TYPES = {
+    ".js": ("text/javascript", "application/javascript"),
+    ".css": ("text/css",),
+}
 
 
 @pytest.fixture
 def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
     """A real SMTP server on localhost, and the settings that send through it."""
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    for name, value in {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "smtp_starttls": False,
-        "emails_from": "Blog <blog@example.com>",
-        "public_url": PUBLIC_URL,
-    }.items():
-        monkeypatch.setattr(settings, name, value)
-    try:
+    with smtp_server() as handler:
+        for name, value in {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": handler.port,
+            "smtp_starttls": False,
+            "emails_from": "Blog <blog@example.com>",
+            "public_url": PUBLIC_URL,
+            "frontend_url": "",
+        }.items():
+            monkeypatch.setattr(settings, name, value)
         yield handler
-    finally:
-        controller.stop()
 
 
 def recover(client: TestClient, email: str) -> None:
@@ -124,6 +98,7 @@ def test_the_link_arrives_and_sets_the_password(
     assert message["From"] == "Blog <blog@example.com>"
     assert message["Subject"] == "Reset your password"
     token = inbox.token()
+    assert inbox.links() == [f"{PUBLIC_URL}/reset-password?token={token}"]
     assert len(token) >= 43
     response = reset(client, token)
     assert response.status_code == 204
@@ -352,3 +327,128 @@ def test_stored_token_rows_follow_their_user(client: TestClient, inbox: Inbox) -
             )
         ).all()
     assert rows == []
+
+
+# The page the link opens (GET /reset-password)
+
+
+class PageParts(HTMLParser):
+    """A page's elements with their attributes, and whatever script or style it has inline."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.inline: list[str] = []
+        self._inside: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.elements.append((tag, attributes))
+        self.inline += [
+            f"{tag} {name}"
+            for name in attributes
+            if name == "style" or name[:2] == "on"
+        ]
+        self._inside = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        self._inside = None
+
+    def handle_data(self, data: str) -> None:
+        if self._inside in ("script", "style") and data.strip():
+            self.inline.append(f"{self._inside}: {data.strip()}")
+
+    def all(self, tag: str) -> list[dict[str, str | None]]:
+        return [attributes for name, attributes in self.elements if name == tag]
+
+    def one(self, tag: str) -> dict[str, str | None]:
+        (attributes,) = self.all(tag)
+        return attributes
+
+
+def test_the_page_is_served_with_strict_headers_and_a_labelled_form(
+    client: TestClient,
+) -> None:
+    response = client.get("/reset-password", params={"token": "anything"})
+
+    assert response.status_code == 200
+    assert {name: response.headers.get(name) for name in PAGE_HEADERS} == PAGE_HEADERS
+    page = PageParts(response.text)
+    assert page.inline == []
+    assert page.one("html")["lang"] == "en"
+    field = page.one("input")
+    assert field["type"] == "password"
+    assert field["autocomplete"] == "new-password"
+    assert field["minlength"] == str(PASSWORD_MIN_CHARS)
+    assert "required" in field
+    assert page.one("label")["for"] == field["id"]
+    assert page.one("button")["type"] == "submit"
+    (status,) = [a for a in page.all("p") if a.get("id") == "status"]
+    assert (status["role"], status["aria-live"]) == ("status", "polite")
+
+
+def test_the_page_s_script_and_style_are_relative_and_served_here(
+    client: TestClient,
+) -> None:
+    page = PageParts(client.get("/reset-password").text)
+    scripts = [script["src"] for script in page.all("script")]
+    styles = [link["href"] for link in page.all("link") if link["rel"] == "stylesheet"]
+
+    assert scripts == ["static/reset-password.js"]
+    assert styles == ["static/reset-password.css"]
+    for asset in [*scripts, *styles]:
+        assert asset is not None
+        served = client.get(f"/{asset}")
+        assert served.status_code == 200, asset
+        assert served.content
+        media_type, _, charset = served.headers["content-type"].partition("; ")
+        assert media_type in ASSET_TYPES[asset[asset.rindex(".") :]], asset
+        assert charset == "charset=utf-8"
+        assert served.headers["x-content-type-options"] == "nosniff"
+
+
+def test_opening_the_page_never_uses_the_token(
+    client: TestClient, inbox: Inbox
+) -> None:
+    user = create_user(client)
+    recover(client, user["email"])
+    token = inbox.token()
+
+    with recorded_statements(client) as statements:
+        for _ in range(3):
+            page = client.get("/reset-password", params={"token": token})
+            assert page.status_code == 200
+
+    assert statements == []
+    assert stored_hashes() == [hashlib.sha256(token.encode()).hexdigest()]
+    assert reset(client, token).status_code == 204
+    login(client, user["email"], NEW_PASSWORD)
+
+
+def test_links_are_emailed_on_frontend_url_and_link_headers_stay_on_public_url(
+    client: TestClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "frontend_url", "https://app.example.com/account")
+    user, headers = create_user_and_login(client)
+    for _ in range(2):
+        create_post(client, headers)
+
+    recover(client, user["email"])
+    listed = client.get("/posts/?limit=1", headers=headers)
+
+    token = inbox.token()
+    assert inbox.links() == [
+        f"https://app.example.com/account/reset-password?token={token}"
+    ]
+    assert listed.headers["link"].startswith(f"<{PUBLIC_URL}/posts/?limit=1&cursor=")
+    assert reset(client, token).status_code == 204
+
+
+def test_the_page_is_documented_as_html(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    page = paths["/reset-password"]["get"]
+
+    assert list(page["responses"]) == ["200"]
+    assert list(page["responses"]["200"]["content"]) == ["text/html"]
+    assert "parameters" not in page

@@ -296,7 +296,7 @@ def test_no_origins_means_no_cors_headers(monkeypatch: pytest.MonkeyPatch) -> No
     assert "access-control-allow-origin" not in headers
 
 
-# PUBLIC_URL
+# PUBLIC_URL and FRONTEND_URL
 
 
 @pytest.mark.parametrize(
@@ -308,20 +308,52 @@ def test_no_origins_means_no_cors_headers(monkeypatch: pytest.MonkeyPatch) -> No
         ("http://example.com/blog/", "http://example.com/blog"),
     ],
 )
-def test_public_url_loses_its_trailing_slash(
-    monkeypatch: pytest.MonkeyPatch, given: str, used: str
+@pytest.mark.parametrize("name", ["PUBLIC_URL", "FRONTEND_URL"])
+def test_site_urls_lose_their_trailing_slash(
+    monkeypatch: pytest.MonkeyPatch, name: str, given: str, used: str
 ) -> None:
-    monkeypatch.setenv("PUBLIC_URL", given)
+    monkeypatch.setenv(name, given)
 
-    assert load().public_url == used
+    assert getattr(load(), name.lower()) == used
 
 
 @pytest.mark.parametrize("given", ["blog.example.com", "ftp://blog.example.com", "/"])
-def test_public_url_must_be_http(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
-    monkeypatch.setenv("PUBLIC_URL", given)
+@pytest.mark.parametrize("name", ["PUBLIC_URL", "FRONTEND_URL"])
+def test_site_urls_must_be_http(
+    monkeypatch: pytest.MonkeyPatch, name: str, given: str
+) -> None:
+    monkeypatch.setenv(name, given)
 
-    with pytest.raises(ValidationError, match="PUBLIC_URL must start with http"):
+    with pytest.raises(ValidationError) as failure:
         load()
+
+    (error,) = failure.value.errors()
+    assert error["msg"] == (
+        f"Value error, {name} must start with http:// or https://, "
+        "e.g. https://blog.example.com"
+    )
+    assert "\n" not in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("values", "links"),
+    [
+        ({}, ""),
+        ({"public_url": "https://api.example.com"}, "https://api.example.com"),
+        ({"frontend_url": "https://blog.example.com"}, "https://blog.example.com"),
+        (
+            {
+                "public_url": "https://api.example.com",
+                "frontend_url": "https://blog.example.com/",
+            },
+            "https://blog.example.com",
+        ),
+    ],
+)
+def test_emailed_links_go_to_frontend_url_else_public_url(
+    values: dict[str, str], links: str
+) -> None:
+    assert load(**values).email_links_url == links
 
 
 # Email
@@ -340,7 +372,20 @@ def test_email_needs_a_public_url_and_a_sender(values: dict[str, str]) -> None:
         load(secret_key=GOOD_KEY, **values)
 
     assert "PUBLIC_URL" in str(failure.value)
+    assert "FRONTEND_URL" in str(failure.value)
     assert "EMAILS_FROM" in str(failure.value)
+
+
+@pytest.mark.parametrize("site", ["public_url", "frontend_url"])
+def test_email_takes_either_site_url(site: str) -> None:
+    configured = load(
+        secret_key=GOOD_KEY,
+        smtp_host="mail.example.com",
+        emails_from="blog@example.com",
+        **{site: "https://blog.example.com"},
+    )
+
+    assert configured.email_links_url == "https://blog.example.com"
 
 
 def test_email_settings_and_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
