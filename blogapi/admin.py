@@ -102,7 +102,7 @@ async def list_users(
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:int}",
     response_model=UserAccount,
     summary="Disable or enable a user, make or unmake an admin (admins only)",
     description="Admins cannot disable or demote themselves (409), so one is always "

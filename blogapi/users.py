@@ -95,6 +95,8 @@ def may_see_email(viewer: User, user: User) -> bool:
 
 
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+"""A route's `{user_id:int}`: digits only, so `/users/me` and `/users/abc` never match it
+(404 or 405 as any other path, not 422); the OpenAPI path stays `/users/{user_id}`."""
 
 WITHOUT_PASSWORD_HASH = defer(attribute(User.password_hash), raiseload=True)
 """Reads never load a password hash: the routes that check one ask for it by name."""

@@ -235,7 +235,7 @@ def test_read_a_missing_user_is_404(client: TestClient) -> None:
     assert response.json() == {"detail": "User not found"}
 
 
-@pytest.mark.parametrize("user_id", ["0", "-1", "abc", str(2**31), str(2**63)])
+@pytest.mark.parametrize("user_id", ["0", str(2**31), str(2**63)])
 def test_a_user_id_that_cannot_exist_is_rejected(
     client: TestClient, user_id: str
 ) -> None:
@@ -244,6 +244,35 @@ def test_a_user_id_that_cannot_exist_is_rejected(
     response = client.get(f"/users/{user_id}", headers=headers)
 
     assert_invalid(response, ("path", "user_id"))
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+@pytest.mark.parametrize("user_id", ["abc", "-1", "1.0", "1e3", "me%20"])
+def test_a_user_id_that_is_no_number_is_a_path_that_does_not_exist(
+    client: TestClient, method: str, user_id: str
+) -> None:
+    """/users/{user_id} takes digits only (`{user_id:int}`), so anything else is a 404
+    like any unknown path, whatever the method."""
+    _, headers = create_admin_and_login(client)
+
+    response = client.request(
+        method, f"/users/{user_id}", json={"is_active": True}, headers=headers
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+def test_users_me_is_no_user_id(client: TestClient) -> None:
+    """An admin's PATCH /users/{user_id} does not match /users/me: that path has only
+    its own methods."""
+    _, headers = create_admin_and_login(client)
+
+    response = client.patch("/users/me", json={"is_active": True}, headers=headers)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, DELETE"
+    assert response.json() == {"detail": "Method Not Allowed"}
 
 
 def test_read_me_returns_the_caller(client: TestClient) -> None:
