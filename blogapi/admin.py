@@ -42,6 +42,12 @@ class UserAccount(SQLModel):
 class UserAccountUpdate(RequestBody):
     """Fields left out keep their value; at least one must be sent."""
 
+    model_config = RequestBody.model_config | {
+        "json_schema_extra": {
+            "anyOf": [{"required": ["is_active"]}, {"required": ["is_admin"]}]
+        }
+    }
+
     is_active: bool = Field(
         default=None,
         description="false disables the account: its tokens stop working at once, "
