@@ -20,6 +20,9 @@ SQLModel.metadata.naming_convention = {
 
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns: anything above this cannot name a row."""
+NO_NUL = r"^[^\x00]*$"
+"""The pattern of text the database can't store with a NUL in it (PostgreSQL refuses one)
+or that bcrypt would cut short at one."""
 
 
 class RequestBody(SQLModel):

@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Annotated
 
+import pydantic
 from fastapi import Path
 from pydantic import AfterValidator, EmailStr, field_validator
 from pydantic.networks import validate_email
@@ -10,7 +11,14 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
-from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, attribute, utc_now
+from blogapi.model_base import (
+    MAX_ID,
+    NO_NUL,
+    RequestBody,
+    UTCDateTime,
+    attribute,
+    utc_now,
+)
 from blogapi.security import BCRYPT_MAX_BYTES
 
 PASSWORD_MIN_CHARS = 8
@@ -48,10 +56,12 @@ def _fits_bcrypt(password: str) -> str:
 
 NewPassword = Annotated[
     str,
-    Field(
+    pydantic.Field(
         min_length=PASSWORD_MIN_CHARS,
         description=f"At least {PASSWORD_MIN_CHARS} characters, "
-        f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8",
+        f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8, no NUL",
+        # Documented only: _fits_bcrypt refuses a NUL with its own message.
+        json_schema_extra={"pattern": NO_NUL},
     ),
     AfterValidator(_fits_bcrypt),
 ]

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from blogapi.model_base import NO_NUL
 from blogapi.users import User
 from tests.factories import (
     PASSWORD,
@@ -96,8 +97,12 @@ def test_password_with_nul_is_rejected(client: TestClient) -> None:
     response = client.post(
         "/users/", json={"email": "ada@example.com", "password": "pass\0word123"}
     )
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
 
     assert_invalid(response, ("body", "password"), "NUL")
+    for body in ("UserCreate", "PasswordChange", "PasswordReset"):
+        new_password = "password" if body == "UserCreate" else "new_password"
+        assert schemas[body]["properties"][new_password]["pattern"] == NO_NUL, body
 
 
 @pytest.mark.parametrize("missing", ["email", "password"])
