@@ -60,8 +60,10 @@ NewPassword = Annotated[
         min_length=PASSWORD_MIN_CHARS,
         description=f"At least {PASSWORD_MIN_CHARS} characters, "
         f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8, no NUL",
-        # Documented only: _fits_bcrypt refuses a NUL with its own message.
-        json_schema_extra={"pattern": NO_NUL},
+        # Documented only, _fits_bcrypt refusing with its own message: no NUL, and at
+        # most 72 characters, which is 72 bytes when each is ASCII (JSON Schema can't
+        # count bytes: "é" * 37 fits in 72 characters, not in 72 bytes).
+        json_schema_extra={"pattern": NO_NUL, "maxLength": BCRYPT_MAX_BYTES},
     ),
     AfterValidator(_fits_bcrypt),
 ]
