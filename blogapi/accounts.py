@@ -92,7 +92,7 @@ async def read_me(user: CurrentUser) -> User:
 
 
 @router.get(
-    "/{user_id}",
+    "/{user_id:int}",
     # Left to right: a response with an email is UserSelf, one without is UserPublic.
     response_model=Annotated[
         UserSelf | UserPublic, pydantic.Field(union_mode="left_to_right")

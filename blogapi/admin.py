@@ -42,6 +42,12 @@ class UserAccount(SQLModel):
 class UserAccountUpdate(RequestBody):
     """Fields left out keep their value; at least one must be sent."""
 
+    model_config = RequestBody.model_config | {
+        "json_schema_extra": {
+            "anyOf": [{"required": ["is_active"]}, {"required": ["is_admin"]}]
+        }
+    }
+
     is_active: bool = Field(
         default=None,
         description="false disables the account: its tokens stop working at once, "
@@ -102,7 +108,7 @@ async def list_users(
 
 
 @router.patch(
-    "/{user_id}",
+    "/{user_id:int}",
     response_model=UserAccount,
     summary="Disable or enable a user, make or unmake an admin (admins only)",
     description="Admins cannot disable or demote themselves (409), so one is always "

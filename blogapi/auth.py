@@ -9,9 +9,10 @@ JWT encoding and password hashing are below, in blogapi.security.
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response, status
+import pydantic
+from fastapi import APIRouter, Depends, Form, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Integer, and_, bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import load_only
@@ -54,6 +55,20 @@ class RevokedToken(SQLModel, table=True):
 class Token(SQLModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
+
+
+class LoginForm(pydantic.BaseModel):
+    """The OAuth2 password grant's form (RFC 6749 4.3.2), as Swagger UI's Authorize
+    sends it. A form can't carry null, and an empty field counts as a missing one
+    (422), so the schema says so: no nullable fields, no empty username or password.
+    Other fields (`client_id`) are ignored."""
+
+    grant_type: Literal["password"] = "password"
+    username: str = pydantic.Field(min_length=1, description="Your email")
+    password: str = pydantic.Field(
+        min_length=1, json_schema_extra={"format": "password"}
+    )
+    scope: str = pydantic.Field(default="", description="Not used")
 
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
@@ -163,7 +178,7 @@ router = APIRouter(tags=["authentication"])
     responses=error_responses(WrongLogin, Forbidden, TooManyAttempts),
 )
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Form()],
     request: Request,
     response: Response,
     resources: Resources,

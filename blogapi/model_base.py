@@ -1,9 +1,10 @@
-"""What every model family is built from: the request body base, id bounds, the UTC
-timestamp column type. Imports nothing of the app."""
+"""What every model family is built from: the request body base and its integer type,
+id bounds, the UTC timestamp column type. Imports nothing of the app."""
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+from pydantic import BeforeValidator
 from sqlalchemy import DateTime
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.types import TypeDecorator
@@ -19,6 +20,9 @@ SQLModel.metadata.naming_convention = {
 
 MAX_ID = 2**31 - 1
 """Ids are INTEGER columns: anything above this cannot name a row."""
+NO_NUL = r"^[^\x00]*$"
+"""The pattern of text the database can't store with a NUL in it (PostgreSQL refuses one)
+or that bcrypt would cut short at one."""
 
 
 class RequestBody(SQLModel):
@@ -27,6 +31,19 @@ class RequestBody(SQLModel):
     contract. Query and path parameters, which are text, stay lax."""
 
     model_config = {"strict": True}
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+IntegralInt = Annotated[int, BeforeValidator(_integral)]
+"""The `int` of a request body's fields. JSON Schema's integer is any number without a
+fractional part, so `5.0` and `1e0` are integers as much as `5` and `1` are; strict
+pydantic refuses them. This takes them, and still refuses `0.5`, `"1"`, `true` and `1e400`
+(infinity); the field's bounds then apply as usual. The schema stays `"type": "integer"`."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):

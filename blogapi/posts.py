@@ -29,7 +29,14 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
-from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, attribute, utc_now
+from blogapi.model_base import (
+    MAX_ID,
+    NO_NUL,
+    RequestBody,
+    UTCDateTime,
+    attribute,
+    utc_now,
+)
 from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, newest_first
 from blogapi.users import User, UserPublic
 
@@ -37,7 +44,6 @@ log = logging.getLogger("blogapi")
 
 TITLE_MAX_CHARS = 300
 CONTENT_MAX_CHARS = 10_000
-NO_NUL = r"^[^\x00]*$"
 
 
 class PostBase(SQLModel):

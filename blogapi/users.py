@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Annotated
 
+import pydantic
 from fastapi import Path
 from pydantic import AfterValidator, EmailStr, field_validator
 from pydantic.networks import validate_email
@@ -10,7 +11,14 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
-from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, attribute, utc_now
+from blogapi.model_base import (
+    MAX_ID,
+    NO_NUL,
+    RequestBody,
+    UTCDateTime,
+    attribute,
+    utc_now,
+)
 from blogapi.security import BCRYPT_MAX_BYTES
 
 PASSWORD_MIN_CHARS = 8
@@ -48,10 +56,14 @@ def _fits_bcrypt(password: str) -> str:
 
 NewPassword = Annotated[
     str,
-    Field(
+    pydantic.Field(
         min_length=PASSWORD_MIN_CHARS,
         description=f"At least {PASSWORD_MIN_CHARS} characters, "
-        f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8",
+        f"at most {BCRYPT_MAX_BYTES} bytes in UTF-8, no NUL",
+        # Documented only, _fits_bcrypt refusing with its own message: no NUL, and at
+        # most 72 characters, which is 72 bytes when each is ASCII (JSON Schema can't
+        # count bytes: "é" * 37 fits in 72 characters, not in 72 bytes).
+        json_schema_extra={"pattern": NO_NUL, "maxLength": BCRYPT_MAX_BYTES},
     ),
     AfterValidator(_fits_bcrypt),
 ]
@@ -95,6 +107,8 @@ def may_see_email(viewer: User, user: User) -> bool:
 
 
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+"""A route's `{user_id:int}`: digits only, so `/users/me` and `/users/abc` never match it
+(404 or 405 as any other path, not 422); the OpenAPI path stays `/users/{user_id}`."""
 
 WITHOUT_PASSWORD_HASH = defer(attribute(User.password_hash), raiseload=True)
 """Reads never load a password hash: the routes that check one ask for it by name."""

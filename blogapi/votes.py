@@ -17,7 +17,7 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
-from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, utc_now
+from blogapi.model_base import MAX_ID, IntegralInt, RequestBody, UTCDateTime, utc_now
 from blogapi.posts import VIEWER, VISIBLE, Post, post_not_found, viewer_params
 from blogapi.users import User
 
@@ -37,8 +37,8 @@ class Vote(SQLModel, table=True):
 
 
 class VoteCreate(RequestBody):
-    post_id: int = Field(ge=1, le=MAX_ID)
-    dir: int = Field(ge=0, le=1, description="1 adds your vote, 0 removes it")
+    post_id: IntegralInt = Field(ge=1, le=MAX_ID)
+    dir: IntegralInt = Field(ge=0, le=1, description="1 adds your vote, 0 removes it")
 
 
 class VoteResult(SQLModel):

@@ -285,6 +285,17 @@ def test_patch_user_errors(client: TestClient) -> None:
     )
 
 
+def test_the_schema_says_a_change_needs_a_field(client: TestClient) -> None:
+    """`{}` is a 422, so the schema asks for is_active or is_admin (an unknown field is
+    ignored, so no `minProperties`)."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+
+    assert schemas["UserAccountUpdate"]["anyOf"] == [
+        {"required": ["is_active"]},
+        {"required": ["is_admin"]},
+    ]
+
+
 def test_admin_requests_run_a_fixed_number_of_statements(client: TestClient) -> None:
     _, admin = create_admin_and_login(client)
     users = [create_user(client) for _ in range(30)]

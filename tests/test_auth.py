@@ -146,6 +146,42 @@ def test_login_with_a_missing_field_is_422(client: TestClient, missing: str) -> 
     assert_invalid(response, ("body", missing), "Field required")
 
 
+@pytest.mark.parametrize("empty", ["username", "password"])
+def test_login_with_an_empty_field_is_422_as_its_schema_says(
+    client: TestClient, empty: str
+) -> None:
+    """A form's empty field counts as a missing one, so the schema asks for at least one
+    character: a client generated from it never sends the form that is refused."""
+    form = {"username": "ada@example.com", "password": PASSWORD, empty: ""}
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["LoginForm"]
+
+    response = client.post("/login", data=form)
+
+    assert_invalid(response, ("body", empty), "Field required")
+    assert fields["properties"][empty]["minLength"] == 1
+
+
+@pytest.mark.parametrize(
+    ("grant_type", "status"), [("password", 200), ("", 200), ("null", 422)]
+)
+def test_login_grant_type_is_password_or_left_out(
+    client: TestClient, grant_type: str, status: int
+) -> None:
+    """A form can't carry null: the schema has no nullable field, and `grant_type` is
+    `password` (the OAuth2 password grant) or not sent."""
+    create_user(client, email="ada@example.com")
+    form = {"grant_type": grant_type, "username": "ada@example.com"}
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["LoginForm"]
+
+    response = client.post("/login", data={**form, "password": PASSWORD})
+
+    assert response.status_code == status, response.text
+    assert fields["properties"]["grant_type"]["const"] == "password"
+    assert [field.get("type") for field in fields["properties"].values()] == [
+        "string"
+    ] * len(fields["properties"])
+
+
 def test_login_takes_a_form_not_json(client: TestClient) -> None:
     create_user(client, email="ada@example.com")
 

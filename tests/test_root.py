@@ -44,17 +44,19 @@ def test_wrong_method_is_a_json_405(client: TestClient) -> None:
         ("/posts/4", "GET, PUT, PATCH, DELETE"),
         ("/posts/4/", "GET, PUT, PATCH, DELETE"),
         ("/posts/", "GET, POST"),
-        # PATCH /users/{user_id} (admins) matches this path too, and answers it 422.
-        ("/users/me", "GET, PATCH, DELETE"),
+        # /users/{user_id:int} takes only digits: `me` is no user id.
+        ("/users/me", "GET, DELETE"),
+        ("/users/me/password", "PUT"),
         ("/users/7", "GET, PATCH"),
         ("/users/", "GET, POST"),
         ("/vote/", "POST"),
     ],
 )
+@pytest.mark.parametrize("method", ["TRACE", "OPTIONS"])
 def test_a_405_names_every_method_of_the_path(
-    client: TestClient, path: str, allowed: str
+    client: TestClient, path: str, allowed: str, method: str
 ) -> None:
-    response = client.request("TRACE", path)
+    response = client.request(method, path)
 
     assert response.status_code == 405
     assert response.headers["allow"] == allowed

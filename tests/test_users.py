@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from blogapi.model_base import NO_NUL
 from blogapi.users import User
 from tests.factories import (
     PASSWORD,
@@ -76,10 +77,11 @@ def test_password_shorter_than_8_characters_is_rejected(client: TestClient) -> N
     assert_invalid(response, ("body", "password"), "at least 8 characters")
 
 
-def test_password_over_72_bytes_is_rejected(client: TestClient) -> None:
-    # 37 characters, 74 bytes in UTF-8: short in characters, too long for bcrypt.
+# "é" * 37: 37 characters, 74 bytes in UTF-8: short in characters, too long for bcrypt.
+@pytest.mark.parametrize("password", ["é" * 37, "x" * 73])
+def test_password_over_72_bytes_is_rejected(client: TestClient, password: str) -> None:
     response = client.post(
-        "/users/", json={"email": "ada@example.com", "password": "é" * 37}
+        "/users/", json={"email": "ada@example.com", "password": password}
     )
 
     assert_invalid(response, ("body", "password"), "at most 72 bytes in UTF-8")
@@ -96,8 +98,13 @@ def test_password_with_nul_is_rejected(client: TestClient) -> None:
     response = client.post(
         "/users/", json={"email": "ada@example.com", "password": "pass\0word123"}
     )
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
 
     assert_invalid(response, ("body", "password"), "NUL")
+    for body in ("UserCreate", "PasswordChange", "PasswordReset"):
+        new_password = "password" if body == "UserCreate" else "new_password"
+        field = schemas[body]["properties"][new_password]
+        assert (field["pattern"], field["maxLength"]) == (NO_NUL, 72), body
 
 
 @pytest.mark.parametrize("missing", ["email", "password"])
@@ -235,7 +242,7 @@ def test_read_a_missing_user_is_404(client: TestClient) -> None:
     assert response.json() == {"detail": "User not found"}
 
 
-@pytest.mark.parametrize("user_id", ["0", "-1", "abc", str(2**31), str(2**63)])
+@pytest.mark.parametrize("user_id", ["0", str(2**31), str(2**63)])
 def test_a_user_id_that_cannot_exist_is_rejected(
     client: TestClient, user_id: str
 ) -> None:
@@ -244,6 +251,35 @@ def test_a_user_id_that_cannot_exist_is_rejected(
     response = client.get(f"/users/{user_id}", headers=headers)
 
     assert_invalid(response, ("path", "user_id"))
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH"])
+@pytest.mark.parametrize("user_id", ["abc", "-1", "1.0", "1e3", "me%20"])
+def test_a_user_id_that_is_no_number_is_a_path_that_does_not_exist(
+    client: TestClient, method: str, user_id: str
+) -> None:
+    """/users/{user_id} takes digits only (`{user_id:int}`), so anything else is a 404
+    like any unknown path, whatever the method."""
+    _, headers = create_admin_and_login(client)
+
+    response = client.request(
+        method, f"/users/{user_id}", json={"is_active": True}, headers=headers
+    )
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+def test_users_me_is_no_user_id(client: TestClient) -> None:
+    """An admin's PATCH /users/{user_id} does not match /users/me: that path has only
+    its own methods."""
+    _, headers = create_admin_and_login(client)
+
+    response = client.patch("/users/me", json={"is_active": True}, headers=headers)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, DELETE"
+    assert response.json() == {"detail": "Method Not Allowed"}
 
 
 def test_read_me_returns_the_caller(client: TestClient) -> None:

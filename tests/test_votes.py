@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from blogapi.config import settings
 from blogapi.main import app
+from blogapi.model_base import MAX_ID
 from tests.factories import (
     assert_invalid,
     assert_unauthorized,
@@ -201,6 +202,80 @@ def test_invalid_vote_is_422(
 
     assert_invalid(response, loc, message)
     assert votes_shown(client, author, post["id"]) == 0
+
+
+def post_vote(
+    client: TestClient, headers: dict[str, str], body: bytes
+) -> httpx.Response:
+    """POST /vote with `body` as it is: JSON numbers the way a client wrote them."""
+    return client.post(
+        "/vote", content=body, headers={**headers, "Content-Type": "application/json"}
+    )
+
+
+def test_integral_json_numbers_are_integers(client: TestClient) -> None:
+    """JSON Schema's integer is any number without a fractional part: `1.0` and `1e0`
+    are integers, as some JSON encoders write them."""
+    _, author = create_user_and_login(client)
+    post_id = create_post(client, author)["id"]
+
+    added = post_vote(client, author, b'{"post_id": %d.0, "dir": 1e0}' % post_id)
+    assert (added.status_code, added.json()) == (
+        201,
+        {"message": "successfully added vote"},
+    )
+    assert votes_shown(client, author, post_id) == 1
+
+    removed = post_vote(client, author, b'{"post_id": %de0, "dir": 0.0}' % post_id)
+    assert (removed.status_code, removed.json()) == (
+        201,
+        {"message": "successfully deleted vote"},
+    )
+    assert votes_shown(client, author, post_id) == 0
+
+
+@pytest.mark.parametrize(
+    ("post_id", "direction", "loc", "message"),
+    [
+        (b"{id}", b"0.5", ("body", "dir"), "valid integer"),
+        (b"{id}", b'"1"', ("body", "dir"), "valid integer"),
+        (b"{id}", b"true", ("body", "dir"), "valid integer"),
+        (b"{id}", b"false", ("body", "dir"), "valid integer"),
+        (b"{id}", b"1e20", ("body", "dir"), "less than or equal to 1"),
+        (b"{id}", b"1e400", ("body", "dir"), "valid integer"),
+        (b"{id}", b"-1.0", ("body", "dir"), "greater than or equal to 0"),
+        (b"{id}.5", b"1", ("body", "post_id"), "valid integer"),
+        (b"1e20", b"1", ("body", "post_id"), "less than or equal"),
+        (b"2147483648.0", b"1", ("body", "post_id"), "less than or equal"),
+        (b"1e400", b"1", ("body", "post_id"), "valid integer"),
+    ],
+)
+def test_a_number_that_is_no_integer_or_out_of_bounds_is_422(
+    client: TestClient, post_id: bytes, direction: bytes, loc: tuple, message: str
+) -> None:
+    """Text and booleans are no integers, bodies being strict; nor is a number with a
+    fraction. Integral numbers past the bounds (`1e20`) are refused like integers."""
+    _, author = create_user_and_login(client)
+    post = create_post(client, author)
+    body = b'{"post_id": %s, "dir": %s}' % (
+        post_id.replace(b"{id}", str(post["id"]).encode()),
+        direction,
+    )
+
+    response = post_vote(client, author, body)
+
+    assert_invalid(response, loc, message)
+    assert votes_shown(client, author, post["id"]) == 0
+
+
+def test_the_schema_keeps_integers_and_their_bounds(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["VoteCreate"]
+
+    assert schema["required"] == ["post_id", "dir"]
+    assert {
+        name: (field["type"], field["minimum"], field["maximum"])
+        for name, field in schema["properties"].items()
+    } == {"post_id": ("integer", 1, MAX_ID), "dir": ("integer", 0, 1)}
 
 
 def test_voting_needs_a_token(client: TestClient) -> None:
