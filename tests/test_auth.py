@@ -146,16 +146,6 @@ def test_login_with_a_missing_field_is_422(client: TestClient, missing: str) -> 
     assert_invalid(response, ("body", missing), "Field required")
 
 
-def test_login_takes_a_form_not_json(client: TestClient) -> None:
-    create_user(client, email="ada@example.com")
-
-    response = client.post(
-        "/login", json={"username": "ada@example.com", "password": PASSWORD}
-    )
-
-    assert_invalid(response, ("body", "username"), "Field required")
-
-
 def test_login_answers_with_and_without_a_trailing_slash(client: TestClient) -> None:
     create_user(client, email="ada@example.com")
 
