@@ -119,7 +119,7 @@ class PostPublic(PostBase):
     created_at: datetime = Field(schema_extra=example(EXAMPLE_TIME))
     owner_id: int = Field(schema_extra=example(EXAMPLE_ID))
     owner: UserPublic
-    votes: int = Field(schema_extra=example(1))
+    votes: int = Field(schema_extra=example(0))
 
 
 VIEWER = bindparam("viewer_id", type_=Integer)
