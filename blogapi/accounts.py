@@ -26,9 +26,12 @@ from blogapi.errors import (
     WrongLogin,
     error_responses,
 )
-from blogapi.model_base import RequestBody
+from blogapi.json_body import JsonBodyRoute
+from blogapi.model_base import RequestBody, example
 from blogapi.security import hash_password
 from blogapi.users import (
+    EXAMPLE_NEW_PASSWORD,
+    EXAMPLE_PASSWORD,
     USER_NOT_FOUND,
     WITHOUT_PASSWORD_HASH,
     NewPassword,
@@ -41,15 +44,22 @@ from blogapi.users import (
 )
 
 PASSWORD_MAX_CHARS = 1024
+EMAIL_TAKEN = "Email already registered"
 
 
 class PasswordChange(RequestBody):
-    current_password: str = Field(max_length=PASSWORD_MAX_CHARS)
-    new_password: NewPassword
+    current_password: str = Field(
+        max_length=PASSWORD_MAX_CHARS, schema_extra=example(EXAMPLE_PASSWORD)
+    )
+    new_password: Annotated[
+        NewPassword, pydantic.Field(examples=[EXAMPLE_NEW_PASSWORD])
+    ]
 
 
 class AccountDeletion(RequestBody):
-    password: str = Field(max_length=PASSWORD_MAX_CHARS)
+    password: str = Field(
+        max_length=PASSWORD_MAX_CHARS, schema_extra=example(EXAMPLE_PASSWORD)
+    )
 
 
 _USER = (
@@ -58,7 +68,7 @@ _USER = (
     .options(WITHOUT_PASSWORD_HASH)
 )
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=JsonBodyRoute)
 _YOUR_ACCOUNT = error_responses(MalformedBody, InvalidCredentials, WrongLogin)
 
 
@@ -67,7 +77,7 @@ _YOUR_ACCOUNT = error_responses(MalformedBody, InvalidCredentials, WrongLogin)
     status_code=status.HTTP_201_CREATED,
     response_model=UserSelf,
     summary="Register a user",
-    responses=error_responses(MalformedBody, Conflict),
+    responses=error_responses(MalformedBody, Conflict(EMAIL_TAKEN)),
 )
 async def create_user(body: UserCreate, session: SessionDep) -> User:
     await session.close()  # no connection is held while bcrypt runs
@@ -77,7 +87,7 @@ async def create_user(body: UserCreate, session: SessionDep) -> User:
     try:
         await session.commit()
     except IntegrityError:
-        raise Conflict("Email already registered") from None
+        raise Conflict(EMAIL_TAKEN) from None
     return user
 
 
@@ -99,7 +109,7 @@ async def read_me(user: CurrentUser) -> User:
     ],
     summary="One user",
     description="With the email only when it is the signed-in user's own, or to an admin.",
-    responses=error_responses(InvalidCredentials, NotFound),
+    responses=error_responses(InvalidCredentials, NotFound(USER_NOT_FOUND)),
 )
 async def read_user(
     viewer: CurrentUser, user_id: UserId, session: SessionDep

@@ -12,7 +12,7 @@ from sqlalchemy import Integer, bindparam
 from sqlalchemy.orm import load_only
 from sqlmodel import Field, SQLModel, col, select, update
 
-from blogapi.auth import CurrentAdmin
+from blogapi.auth import ONLY_ADMINS, CurrentAdmin
 from blogapi.db import SessionDep
 from blogapi.errors import (
     Conflict,
@@ -22,21 +22,23 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
-from blogapi.model_base import RequestBody, attribute
-from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, id_ascending
-from blogapi.users import USER_NOT_FOUND, User, UserId
+from blogapi.json_body import JsonBodyRoute
+from blogapi.model_base import EXAMPLE_ID, EXAMPLE_TIME, RequestBody, attribute, example
+from blogapi.paging import Limit, Skip, cursor_query, id_ascending, link_header
+from blogapi.users import EXAMPLE_EMAIL, USER_NOT_FOUND, User, UserId
 
 log = logging.getLogger("blogapi")
+NOT_YOURSELF = "Admins cannot disable or demote themselves"
 
 
 class UserAccount(SQLModel):
     """A user as admins see them."""
 
-    id: int
-    email: str
-    created_at: datetime
-    is_admin: bool
-    is_active: bool
+    id: int = Field(schema_extra=example(EXAMPLE_ID))
+    email: str = Field(schema_extra=example(EXAMPLE_EMAIL))
+    created_at: datetime = Field(schema_extra=example(EXAMPLE_TIME))
+    is_admin: bool = Field(schema_extra=example(True))
+    is_active: bool = Field(schema_extra=example(True))
 
 
 class UserAccountUpdate(RequestBody):
@@ -53,8 +55,13 @@ class UserAccountUpdate(RequestBody):
         description="false disables the account: its tokens stop working at once, "
         "its login is refused and its posts are hidden from everyone but admins; "
         "true enables it again (the user logs in anew)",
+        schema_extra=example(True),
     )
-    is_admin: bool = Field(default=None, description="make or unmake an admin")
+    is_admin: bool = Field(
+        default=None,
+        description="make or unmake an admin",
+        schema_extra=example(True),
+    )
 
     @model_validator(mode="after")
     def not_empty(self) -> Self:
@@ -75,12 +82,14 @@ _ACCOUNTS = (
 _PAGE = _ACCOUNTS.offset(bindparam("skip", type_=Integer))
 _PAGE_AFTER = _ACCOUNTS.where(BY_ID.after)
 LIST_PATH = "/users/"
+EXAMPLE_CURSOR = BY_ID.cursor_of(EXAMPLE_ID)
 _TARGET = col(User.id) == bindparam("user_id", type_=Integer)
 
 router = APIRouter(
     prefix="/users",
     tags=["admin"],
-    responses=error_responses(InvalidCredentials, Forbidden),
+    responses=error_responses(InvalidCredentials, Forbidden(ONLY_ADMINS)),
+    route_class=JsonBodyRoute,
 )
 
 
@@ -91,7 +100,7 @@ router = APIRouter(
     description="Every account, disabled ones included, in the order they registered. "
     'When more follow, a `Link: <URL>; rel="next"` header leads to the next page, as on '
     "`GET /posts/`.",
-    responses={200: {"headers": {"Link": LINK_HEADER}}},
+    responses={200: {"headers": {"Link": link_header(LIST_PATH, EXAMPLE_CURSOR)}}},
 )
 async def list_users(
     _: CurrentAdmin,
@@ -99,7 +108,7 @@ async def list_users(
     response: Response,
     limit: Limit = 10,
     skip: Skip = 0,
-    cursor: Cursor = "",
+    cursor: Annotated[str, cursor_query(EXAMPLE_CURSOR)] = "",
 ) -> Sequence[User]:
     statement = _PAGE_AFTER if cursor else _PAGE
     params = {"limit": limit + 1, **BY_ID.start(cursor, skip)}
@@ -113,7 +122,11 @@ async def list_users(
     summary="Disable or enable a user, make or unmake an admin (admins only)",
     description="Admins cannot disable or demote themselves (409), so one is always "
     "left; `python -m blogapi make-admin` makes the first.",
-    responses=error_responses(MalformedBody, NotFound, Conflict),
+    responses=error_responses(
+        MalformedBody,
+        NotFound(USER_NOT_FOUND),
+        Conflict(NOT_YOURSELF),
+    ),
 )
 async def update_user(
     admin: CurrentAdmin,
@@ -122,8 +135,8 @@ async def update_user(
         UserAccountUpdate,
         Body(
             openapi_examples={
-                "disable": {"summary": "Disable", "value": {"is_active": False}},
                 "enable": {"summary": "Enable", "value": {"is_active": True}},
+                "disable": {"summary": "Disable", "value": {"is_active": False}},
                 "make admin": {"summary": "Make an admin", "value": {"is_admin": True}},
             }
         ),
@@ -132,7 +145,7 @@ async def update_user(
 ) -> Any:
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     if user_id == admin.id and False in changes.values():
-        raise Conflict("Admins cannot disable or demote themselves")
+        raise Conflict(NOT_YOURSELF)
     if changes.get("is_active") is False:
         # Once enabled again, the user logs in anew: no token from before works.
         changes["token_version"] = User.token_version + 1

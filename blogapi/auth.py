@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from fastapi import APIRouter, Depends, Form, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Integer, and_, bindparam
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +28,8 @@ from blogapi.errors import (
     WrongLogin,
     error_responses,
 )
-from blogapi.model_base import UTCDateTime, attribute, utc_now
+from blogapi.json_body import JsonBodyRoute, is_json
+from blogapi.model_base import UTCDateTime, attribute, example, utc_now
 from blogapi.resources import Resources
 from blogapi.security import (
     TOKEN_ID_MAX_CHARS,
@@ -37,10 +39,28 @@ from blogapi.security import (
     read_access_token,
 )
 from blogapi.throttle import client_address
-from blogapi.users import EMAIL_MAX_CHARS, WITHOUT_PASSWORD_HASH, User, normal_email
+from blogapi.users import (
+    EMAIL_MAX_CHARS,
+    EXAMPLE_EMAIL,
+    EXAMPLE_PASSWORD,
+    WITHOUT_PASSWORD_HASH,
+    User,
+    normal_email,
+)
 
 ACCOUNT_DISABLED = "This account is disabled; ask an administrator to enable it"
 ONLY_ADMINS = "Only admins may do this"
+TOO_MANY_LOGINS = "Too many failed logins"
+LOGIN_TAKES_A_FORM = (
+    "The login takes the OAuth2 password form, not JSON: `username` and `password`, "
+    "form-encoded (Content-Type: application/x-www-form-urlencoded)"
+)
+EXAMPLE_TOKEN = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwianRpIjoiM2YyYjljMWU4ZDdhNGI2Z"
+    "jllMGMxZDJhM2I0YzVkNmUiLCJ2ZXIiOjAsImlhdCI6MTc5NjM3NjY2MCwiZXhwIjoxNzk2Mzc4NDYwfQ."
+    "p-b7jyxcCyecxA1ix9-N3B5bj9jRTCaaI3RuC9BXhYU"
+)
+"""A token of the shape ours have, signed with a key no server has."""
 
 
 class RevokedToken(SQLModel, table=True):
@@ -53,8 +73,10 @@ class RevokedToken(SQLModel, table=True):
 
 
 class Token(SQLModel):
-    access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    access_token: str = Field(schema_extra=example(EXAMPLE_TOKEN))
+    token_type: Literal["bearer"] = Field(
+        default="bearer", schema_extra=example("bearer")
+    )
 
 
 class LoginForm(pydantic.BaseModel):
@@ -63,12 +85,18 @@ class LoginForm(pydantic.BaseModel):
     (422), so the schema says so: no nullable fields, no empty username or password.
     Other fields (`client_id`) are ignored."""
 
-    grant_type: Literal["password"] = "password"
-    username: str = pydantic.Field(min_length=1, description="Your email")
-    password: str = pydantic.Field(
-        min_length=1, json_schema_extra={"format": "password"}
+    grant_type: Literal["password"] = pydantic.Field(
+        default="password", examples=["password"]
     )
-    scope: str = pydantic.Field(default="", description="Not used")
+    username: str = pydantic.Field(
+        min_length=1, description="Your email", examples=[EXAMPLE_EMAIL]
+    )
+    password: str = pydantic.Field(
+        min_length=1,
+        examples=[EXAMPLE_PASSWORD],
+        json_schema_extra={"format": "password"},
+    )
+    scope: str = pydantic.Field(default="", description="Not used", examples=[""])
 
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="login")
@@ -169,13 +197,28 @@ _REHASH = (
 )
 """Unless the password changed meanwhile."""
 
-router = APIRouter(tags=["authentication"])
+
+async def refuse_json(request: Request) -> None:
+    """A JSON login gets a 422 that says what the login takes, instead of "Field
+    required" for `username` and `password`."""
+    if is_json(request.headers.get("content-type")):
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body",), "msg": LOGIN_TAKES_A_FORM}]
+        )
+
+
+router = APIRouter(tags=["authentication"], route_class=JsonBodyRoute)
 
 
 @router.post(
     "/login",
     summary="Log in for an access token",
-    responses=error_responses(WrongLogin, Forbidden, TooManyAttempts),
+    description="Takes the OAuth2 password form: `username` (your email) and "
+    "`password`, form-encoded (`application/x-www-form-urlencoded`), not JSON.",
+    dependencies=[Depends(refuse_json)],
+    responses=error_responses(
+        WrongLogin, Forbidden(ACCOUNT_DISABLED), TooManyAttempts(TOO_MANY_LOGINS, 60)
+    ),
 )
 async def login(
     form: Annotated[LoginForm, Form()],
@@ -189,7 +232,7 @@ async def login(
     email = normal_email(form.username)
     address = client_address(request)
     throttle = resources.login_throttle
-    await throttle.check(email, address, "Too many failed logins")
+    await throttle.check(email, address, TOO_MANY_LOGINS)
     found = await session.exec(_LOGIN, params={"email": email})
     account = found.first()
     await session.close()  # the connection goes back to the pool before bcrypt runs

@@ -3,17 +3,35 @@ carries its status, detail and headers. Code at any level raises these; one hand
 (blogapi.error_handlers) renders them, and `error_responses()` documents a route's
 answers from the same classes."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 RETRY_AFTER_SECONDS = 5
 """What Retry-After says when the database is unavailable or not ready yet."""
+JSON_MEDIA_TYPE = "application/json"
 
 
 class ErrorMessage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"detail": "Post 1 not found"}]}
+    )
+
     detail: str
+
+
+VALIDATION_ERROR_EXAMPLE = {
+    "detail": [
+        {
+            "type": "string_too_short",
+            "loc": ["body", "title"],
+            "msg": "String should have at least 1 character",
+            "ctx": {"min_length": 1},
+        }
+    ]
+}
+"""What FastAPI's own 422 (`HTTPValidationError`) says of a post with an empty title."""
 
 
 class ApiError(Exception):
@@ -25,6 +43,8 @@ class ApiError(Exception):
 
     status_code: ClassVar[int]
     default_detail: ClassVar[str] = ""
+    example_detail: ClassVar[str] = ""
+    """What the OpenAPI document shows it saying, when it has no default detail."""
     always_headers: ClassVar[Mapping[str, str]] = {}
     documented_headers: ClassVar[Mapping[str, str]] = {}
     """Header name: what it says, for the OpenAPI document."""
@@ -37,6 +57,10 @@ class ApiError(Exception):
         self.headers = {**self.always_headers, **(headers or {})}
         super().__init__(self.detail)
 
+    @classmethod
+    def example(cls) -> str:
+        return cls.example_detail or cls.default_detail
+
 
 class MalformedBody(ApiError):
     """Raised by FastAPI itself; here to be documented."""
@@ -48,6 +72,7 @@ class MalformedBody(ApiError):
 
 class InvalidToken(ApiError):
     status_code = 400
+    default_detail = "This reset link is invalid, used or expired; ask for a new one"
     description = "The token is unknown, used or expired"
 
 
@@ -69,22 +94,60 @@ class WrongLogin(ApiError):
 
 class Forbidden(ApiError):
     status_code = 403
+    example_detail = "Not authorized to change this post"
     description = "Not allowed to you"
 
 
 class NotFound(ApiError):
     status_code = 404
+    example_detail = "Post 1 not found"
     description = "No such thing, or not one you may see"
 
 
 class Conflict(ApiError):
     status_code = 409
+    example_detail = "Email already registered"
     description = "Conflicts with what is stored"
 
 
 class ContentTooLarge(ApiError):
     status_code = 413
+    example_detail = "Request body is larger than 1048576 bytes"
     description = "The body is larger than MAX_BODY_BYTES"
+
+
+ACCEPT_HEADERS = {"POST": "Accept-Post", "PATCH": "Accept-Patch"}
+"""The header that names the media types a method's body may have: Accept-Post (W3C
+Linked Data Platform) and Accept-Patch (RFC 5789)."""
+
+
+class UnsupportedMediaType(ApiError):
+    """A body that isn't JSON, sent to a route that reads JSON (RFC 9110 15.5.16)."""
+
+    status_code = 415
+    default_detail = (
+        f"The body must be JSON: send it with Content-Type: {JSON_MEDIA_TYPE}"
+    )
+    description = (
+        f"The body is not sent as JSON: its Content-Type must be `{JSON_MEDIA_TYPE}`"
+    )
+
+    def __init__(self, method: str) -> None:
+        header = ACCEPT_HEADERS.get(method)
+        super().__init__(headers={header: JSON_MEDIA_TYPE} if header else None)
+
+    @classmethod
+    def responses(cls, methods: Iterable[str]) -> dict[int | str, dict[str, Any]]:
+        """Its OpenAPI entry on a route with these methods, with their Accept header."""
+        responses = error_responses(cls)
+        headers = {
+            ACCEPT_HEADERS[method]: f"`{JSON_MEDIA_TYPE}`: the body's media type"
+            for method in sorted(methods)
+            if method in ACCEPT_HEADERS
+        }
+        if headers:
+            responses[cls.status_code]["headers"] = header_objects(headers)
+        return responses
 
 
 class TooManyAttempts(ApiError):
@@ -92,6 +155,7 @@ class TooManyAttempts(ApiError):
     documented_headers: ClassVar[Mapping[str, str]] = {
         "Retry-After": "Seconds to wait before trying again"
     }
+    example_detail = "Too many failed logins; try again later"
     description = "Too many attempts: wait for Retry-After seconds"
 
     def __init__(self, what: str, retry_after: int) -> None:
@@ -121,6 +185,7 @@ class NotReady(ApiError):
     (no Retry-After: see the server log)."""
 
     status_code = 503
+    example_detail = "schema at 0003, code needs 0004"
     description = (
         "Not ready: the schema is behind the code's (`schema at 0003, code needs "
         "0004`, with Retry-After), or the migrations failed (no Retry-After: see the "
@@ -132,22 +197,41 @@ class NotReady(ApiError):
         super().__init__(detail, headers)
 
 
-def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
+def error_responses(
+    *errors: type[ApiError] | ApiError,
+) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI entries for the errors a route may answer, described by their classes
-    (several with one status share its entry)."""
+    (several with one status share its entry), each with an example of what it says:
+    the class's, or that of the error given (`NotFound(USER_NOT_FOUND)`)."""
     responses: dict[int | str, dict[str, Any]] = {}
     for error in errors:
+        kind = error if isinstance(error, type) else type(error)
+        said = error.example() if isinstance(error, type) else error.detail
         entry = responses.setdefault(
-            error.status_code, {"model": ErrorMessage, "description": ""}
+            kind.status_code, {"model": ErrorMessage, "description": ""}
         )
         entry["description"] = "; ".join(
-            filter(None, [entry["description"], error.description])
+            filter(None, [entry["description"], kind.description])
         )
-        if error.documented_headers:
+        examples = (
+            entry.setdefault("content", {})
+            .setdefault(JSON_MEDIA_TYPE, {})
+            .setdefault("examples", {})
+        )
+        examples[kind.__name__] = {
+            "summary": kind.description,
+            "value": {"detail": said},
+        }
+        if kind.documented_headers:
             entry.setdefault("headers", {}).update(
-                {
-                    name: {"description": text, "schema": {"type": "string"}}
-                    for name, text in error.documented_headers.items()
-                }
+                header_objects(kind.documented_headers)
             )
     return responses
+
+
+def header_objects(documented: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """OpenAPI header objects for {header name: what it says}."""
+    return {
+        name: {"description": text, "schema": {"type": "string"}}
+        for name, text in documented.items()
+    }

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from blogapi import __version__
 from blogapi.config import settings
 from blogapi.errors import DatabaseUnavailable, NotReady, error_responses
+from blogapi.json_body import JsonBodyRoute
 from blogapi.migration_state import database_revisions, revision_names
 from blogapi.resources import Resources
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], route_class=JsonBodyRoute)
 
 
 CODE_DIR = Path(__file__).resolve().parent.parent
@@ -27,12 +28,13 @@ GIT_SECONDS = 5
 
 
 class Liveness(BaseModel):
-    status: Literal["ok"] = "ok"
-    version: str = Field(description="blogapi's version")
+    status: Literal["ok"] = Field(default="ok", examples=["ok"])
+    version: str = Field(description="blogapi's version", examples=[__version__])
     commit: str | None = Field(
+        examples=["871b89745c0d2e6f1a3b4c5d6e7f8091a2b3c4d5"],
         description="The commit the process runs: BLOGAPI_COMMIT (the image's build "
         "argument), SOURCE_VERSION or HEROKU_SLUG_COMMIT (Heroku), else the HEAD of the "
-        "git checkout the code was loaded from; null when none says"
+        "git checkout the code was loaded from; null when none says",
     )
 
 
@@ -60,6 +62,9 @@ def checkout_head() -> str | None:
 
 
 class Readiness(BaseModel):
+    # A whole example: the usual answer has no `schema` or `note`.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
     status: Literal["ok"] = "ok"
     schema_revision: str | None = Field(
         default=None,

@@ -3,6 +3,7 @@
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -24,6 +25,7 @@ from blogapi.config import SettingsError, print_settings_error, settings
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
 from blogapi.error_handlers import install_error_handlers
+from blogapi.errors import VALIDATION_ERROR_EXAMPLE
 from blogapi.middleware import (
     AllowedOriginsOnly,
     BodySizeLimit,
@@ -75,15 +77,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await resources.engine.dispose()
 
 
+WELCOME = {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
+
+
 def operation_id(route: APIRoute) -> str:
     """The route function's name (`list_posts`), as clients generated from the OpenAPI
     document name their methods after it; the names are unique (tests/test_openapi.py)."""
     return route.name
 
 
+class BlogApi(FastAPI):
+    """FastAPI, with an example of its own 422 answer in the OpenAPI document, as every
+    other answer has."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schemas = super().openapi()["components"]["schemas"]
+            schemas["HTTPValidationError"]["examples"] = [VALIDATION_ERROR_EXAMPLE]
+        return super().openapi()
+
+
 def create_app() -> FastAPI:
     configure_logging(settings.log_format)
-    app = FastAPI(
+    app = BlogApi(
         title="blogapi",
         summary="Users, posts and votes, with JWT login.",
         version=__version__,
@@ -110,9 +126,14 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_docs(app)
 
-    @app.get("/", tags=["root"], summary="Welcome")
+    @app.get(
+        "/",
+        tags=["root"],
+        summary="Welcome",
+        responses={200: {"content": {"application/json": {"example": WELCOME}}}},
+    )
     async def root() -> dict[str, str]:
-        return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
+        return WELCOME
 
     app.mount(
         reset_page.STATIC_URL,

@@ -29,20 +29,28 @@ Skip = Annotated[
     int,
     Query(ge=0, le=MAX_ID, description="Rows to leave out; above 0 not with `cursor`"),
 ]
-LINK_HEADER = {
-    "description": 'When more follow: `<URL>; rel="next"`, the URL of the next page '
-    "(relative, or on PUBLIC_URL), with the same `limit` (and `search`) and a `cursor`",
-    "schema": {"type": "string"},
-}
 
-Cursor = Annotated[
-    str,
-    Query(
+
+def cursor_query(example: str) -> Any:
+    """The `cursor` query parameter of a list, with an example of its cursors."""
+    return Query(
         max_length=CURSOR_MAX_CHARS,
         description="Where the page starts: the one in the previous page's `Link` "
         "header (opaque; a malformed one is a 422)",
-    ),
-]
+        examples=[example],
+    )
+
+
+def link_header(path: str, example_cursor: str) -> dict[str, Any]:
+    """The OpenAPI description of a list's `Link` header, with an example."""
+    url = f"{path}?{urlencode({'limit': 10, 'cursor': example_cursor})}"
+    return {
+        "description": 'When more follow: `<URL>; rel="next"`, the URL of the next '
+        "page (relative, or on PUBLIC_URL), with the same `limit` (and `search`) and "
+        "a `cursor`",
+        "schema": {"type": "string"},
+        "example": f'<{url}>; rel="next"',
+    }
 
 
 def _in_utc(moment: datetime) -> datetime:
@@ -92,6 +100,14 @@ class Keyset(Generic[Key]):
     def cursor(self, row: object) -> str:
         """The cursor naming `row`'s position: the next page starts after it."""
         key = cast(Key, tuple(getattr(row, column.key) for column in self._columns))
+        return self._encode(key)
+
+    def cursor_of(self, *values: Any) -> str:
+        """The cursor naming the position of a row whose columns hold `values`, given
+        as JSON would (`"2026-12-04T09:30:00Z"`): for the OpenAPI document's examples."""
+        return self._encode(self._key.validate_python(values))
+
+    def _encode(self, key: Key) -> str:
         return base64.urlsafe_b64encode(self._key.dump_json(key)).decode().rstrip("=")
 
     def params(self, cursor: str) -> dict[str, Any]:

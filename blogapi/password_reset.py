@@ -13,7 +13,9 @@ import logging
 import secrets
 import smtplib
 from datetime import datetime, timedelta
+from typing import Annotated
 
+import pydantic
 from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import EmailStr
@@ -27,12 +29,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blogapi.config import settings
 from blogapi.db import SessionDep
 from blogapi.errors import InvalidToken, MalformedBody, TooManyAttempts, error_responses
+from blogapi.json_body import JsonBodyRoute
 from blogapi.mail import email_configured, send_email
-from blogapi.model_base import RequestBody, UTCDateTime, utc_now
+from blogapi.model_base import RequestBody, UTCDateTime, example, utc_now
 from blogapi.resources import Resources
 from blogapi.security import hash_password
 from blogapi.throttle import client_address
-from blogapi.users import EMAIL_MAX_CHARS, NewPassword, User, normal_email
+from blogapi.users import (
+    EMAIL_MAX_CHARS,
+    EXAMPLE_EMAIL,
+    EXAMPLE_NEW_PASSWORD,
+    NewPassword,
+    User,
+    normal_email,
+)
 
 log = logging.getLogger("blogapi")
 
@@ -40,7 +50,8 @@ TOKEN_BYTES = 32
 RESET_TOKEN_MAX_CHARS = 128
 """Ours are 43 characters."""
 SHA256_HEX_CHARS = 64
-INVALID_TOKEN = "This reset link is invalid, used or expired; ask for a new one"
+INVALID_TOKEN = InvalidToken.default_detail
+TOO_MANY_REQUESTS = "Too many password recovery requests"
 SUBJECT = "Reset your password"
 
 
@@ -52,15 +63,20 @@ class PasswordResetToken(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
 
 
+RECOVERY_ACCEPTED = (
+    "If an active account has this email, a password reset link is on its way"
+)
+
+
 class PasswordRecovery(RequestBody):
     email: EmailStr = Field(
-        max_length=EMAIL_MAX_CHARS, schema_extra={"examples": ["ada@example.com"]}
+        max_length=EMAIL_MAX_CHARS, schema_extra=example(EXAMPLE_EMAIL)
     )
 
 
 class RecoveryAccepted(SQLModel):
-    message: str = (
-        "If an active account has this email, a password reset link is on its way"
+    message: str = Field(
+        default=RECOVERY_ACCEPTED, schema_extra=example(RECOVERY_ACCEPTED)
     )
 
 
@@ -68,9 +84,12 @@ class PasswordReset(RequestBody):
     token: str = Field(
         max_length=RESET_TOKEN_MAX_CHARS,
         description="The `token` of the emailed link",
-        schema_extra={"examples": ["kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY"]},
+        # The shape of a real one; no token has it, so it answers 400.
+        schema_extra=example("kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY"),
     )
-    new_password: NewPassword
+    new_password: Annotated[
+        NewPassword, pydantic.Field(examples=[EXAMPLE_NEW_PASSWORD])
+    ]
 
 
 def token_hash(token: str) -> str:
@@ -174,7 +193,7 @@ async def send_reset_link(engine: AsyncEngine, email: str) -> None:
     log.info("password recovery: emailed a reset link to user %d", user_id)
 
 
-router = APIRouter(tags=["authentication"])
+router = APIRouter(tags=["authentication"], route_class=JsonBodyRoute)
 
 
 @router.post(
@@ -186,7 +205,7 @@ router = APIRouter(tags=["authentication"])
     "..., valid once for RESET_TOKEN_MINUTES (FRONTEND_URL defaults to PUBLIC_URL, "
     "where `GET /reset-password` serves a page that sets the password). Throttled like "
     "`POST /login`.",
-    responses=error_responses(MalformedBody, TooManyAttempts),
+    responses=error_responses(MalformedBody, TooManyAttempts(TOO_MANY_REQUESTS, 60)),
 )
 async def recover_password(
     body: PasswordRecovery,
@@ -196,7 +215,7 @@ async def recover_password(
 ) -> RecoveryAccepted:
     email = normal_email(body.email)
     await resources.recovery_throttle.check(
-        email, client_address(request), "Too many password recovery requests"
+        email, client_address(request), TOO_MANY_REQUESTS
     )
     if email_configured():
         resources.require_ready()
@@ -218,14 +237,14 @@ async def reset_password(body: PasswordReset, session: SessionDep) -> None:
     found = used.first()
     await session.close()  # the token is used up; bcrypt runs with no connection held
     if found is None or found.expires_at <= utc_now():
-        raise InvalidToken(INVALID_TOKEN)
+        raise InvalidToken()
     password_hash = await run_in_threadpool(hash_password, body.new_password)
     changed = await session.exec(
         _SET_PASSWORD,
         params={"user_id": found.user_id, "new_hash": password_hash},
     )
     if changed.rowcount == 0:
-        raise InvalidToken(INVALID_TOKEN)
+        raise InvalidToken()
     await session.exec(
         _FORGET_USED, params={"user_id": found.user_id, "now": utc_now()}
     )

@@ -29,31 +29,40 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
+from blogapi.json_body import JsonBodyRoute
 from blogapi.model_base import (
+    EXAMPLE_ID,
+    EXAMPLE_TIME,
     MAX_ID,
     NO_NUL,
     RequestBody,
     UTCDateTime,
     attribute,
+    example,
     utc_now,
 )
-from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, newest_first
+from blogapi.paging import Limit, Skip, cursor_query, link_header, newest_first
 from blogapi.users import User, UserPublic
 
 log = logging.getLogger("blogapi")
 
 TITLE_MAX_CHARS = 300
 CONTENT_MAX_CHARS = 10_000
+NOT_YOURS = "Not authorized to change this post"
 
 
 class PostBase(SQLModel):
     title: str = Field(
-        min_length=1, max_length=TITLE_MAX_CHARS, schema_extra={"pattern": NO_NUL}
+        min_length=1,
+        max_length=TITLE_MAX_CHARS,
+        schema_extra={"pattern": NO_NUL, **example("Hello, world")},
     )
     content: str = Field(
-        min_length=1, max_length=CONTENT_MAX_CHARS, schema_extra={"pattern": NO_NUL}
+        min_length=1,
+        max_length=CONTENT_MAX_CHARS,
+        schema_extra={"pattern": NO_NUL, **example("My first post")},
     )
-    published: bool = True
+    published: bool = Field(default=True, schema_extra=example(True))
 
 
 class PostCreate(PostBase, RequestBody):
@@ -67,15 +76,15 @@ class PostUpdate(RequestBody):
         default=None,
         min_length=1,
         max_length=TITLE_MAX_CHARS,
-        schema_extra={"pattern": NO_NUL},
+        schema_extra={"pattern": NO_NUL, **example("Hello again, world")},
     )
     content: str = Field(
         default=None,
         min_length=1,
         max_length=CONTENT_MAX_CHARS,
-        schema_extra={"pattern": NO_NUL},
+        schema_extra={"pattern": NO_NUL, **example("My first post, edited")},
     )
-    published: bool = Field(default=None)
+    published: bool = Field(default=None, schema_extra=example(False))
 
 
 class Post(PostBase, table=True):
@@ -106,11 +115,11 @@ class Post(PostBase, table=True):
 
 
 class PostPublic(PostBase):
-    id: int
-    created_at: datetime
-    owner_id: int
+    id: int = Field(schema_extra=example(EXAMPLE_ID))
+    created_at: datetime = Field(schema_extra=example(EXAMPLE_TIME))
+    owner_id: int = Field(schema_extra=example(EXAMPLE_ID))
     owner: UserPublic
-    votes: int
+    votes: int = Field(schema_extra=example(0))
 
 
 VIEWER = bindparam("viewer_id", type_=Integer)
@@ -167,7 +176,7 @@ LIST_AFTER = _PAGE.where(NEWEST_FIRST.after)
 LIST_SEARCH_AFTER = LIST_AFTER.where(_TITLE_MATCHES)
 
 
-PostId = Annotated[int, Path(ge=1, le=MAX_ID)]
+PostId = Annotated[int, Path(ge=1, le=MAX_ID, examples=[EXAMPLE_ID])]
 
 
 def post_not_found(post_id: int | None) -> NotFound:
@@ -191,7 +200,7 @@ VisiblePost = Annotated[Post, Depends(get_visible_post)]
 
 async def get_owned_post(user: CurrentUser, post: VisiblePost) -> Post:
     if post.owner_id != user.id:
-        raise Forbidden("Not authorized to change this post")
+        raise Forbidden(NOT_YOURS)
     return post
 
 
@@ -208,16 +217,20 @@ async def get_deletable_post(user: CurrentUser, post: VisiblePost) -> Post:
 DeletablePost = Annotated[Post, Depends(get_deletable_post)]
 
 router = APIRouter(
-    prefix="/posts", tags=["posts"], responses=error_responses(InvalidCredentials)
+    prefix="/posts",
+    tags=["posts"],
+    responses=error_responses(InvalidCredentials),
+    route_class=JsonBodyRoute,
 )
 LIST_PATH = "/posts/"
+EXAMPLE_CURSOR = NEWEST_FIRST.cursor_of(EXAMPLE_TIME, EXAMPLE_ID)
 
 
 @router.get(
     "",
     response_model=list[PostPublic],
     summary="List posts, newest first",
-    responses={200: {"headers": {"Link": LINK_HEADER}}},
+    responses={200: {"headers": {"Link": link_header(LIST_PATH, EXAMPLE_CURSOR)}}},
 )
 async def list_posts(
     user: CurrentUser,
@@ -231,9 +244,10 @@ async def list_posts(
             max_length=TITLE_MAX_CHARS,
             pattern=NO_NUL,
             description="Only posts whose title contains this, ignoring case",
+            examples=["hello"],
         ),
     ] = "",
-    cursor: Cursor = "",
+    cursor: Annotated[str, cursor_query(EXAMPLE_CURSOR)] = "",
 ) -> Sequence[Post]:
     params = {
         **viewer_params(user),

@@ -12,11 +12,14 @@ from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
 from blogapi.model_base import (
+    EXAMPLE_ID,
+    EXAMPLE_TIME,
     MAX_ID,
     NO_NUL,
     RequestBody,
     UTCDateTime,
     attribute,
+    example,
     utc_now,
 )
 from blogapi.security import BCRYPT_MAX_BYTES
@@ -24,10 +27,18 @@ from blogapi.security import BCRYPT_MAX_BYTES
 PASSWORD_MIN_CHARS = 8
 USER_NOT_FOUND = "User not found"
 EMAIL_MAX_CHARS = 254
+EXAMPLE_EMAIL = "ada@example.com"
+EXAMPLE_PASSWORD = "correct horse battery staple"
+EXAMPLE_NEW_PASSWORD = "purple elephant dishwasher"
 
 
 class UserBase(SQLModel):
-    email: EmailStr = Field(max_length=EMAIL_MAX_CHARS, unique=True, index=True)
+    email: EmailStr = Field(
+        max_length=EMAIL_MAX_CHARS,
+        unique=True,
+        index=True,
+        schema_extra=example(EXAMPLE_EMAIL),
+    )
 
     @field_validator("email")
     @classmethod
@@ -70,7 +81,7 @@ NewPassword = Annotated[
 
 
 class UserCreate(UserBase, RequestBody):
-    password: NewPassword
+    password: Annotated[NewPassword, pydantic.Field(examples=[EXAMPLE_PASSWORD])]
 
 
 class User(UserBase, table=True):
@@ -91,14 +102,14 @@ class User(UserBase, table=True):
 class UserPublic(SQLModel):
     """A user as others see them: no email."""
 
-    id: int
-    created_at: datetime
+    id: int = Field(schema_extra=example(EXAMPLE_ID))
+    created_at: datetime = Field(schema_extra=example(EXAMPLE_TIME))
 
 
 class UserSelf(UserPublic):
     """A user as they see themselves: with their email."""
 
-    email: str
+    email: str = Field(schema_extra=example(EXAMPLE_EMAIL))
 
 
 def may_see_email(viewer: User, user: User) -> bool:
@@ -106,7 +117,7 @@ def may_see_email(viewer: User, user: User) -> bool:
     return viewer.is_admin or viewer.id == user.id
 
 
-UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+UserId = Annotated[int, Path(ge=1, le=MAX_ID, examples=[EXAMPLE_ID])]
 """A route's `{user_id:int}`: digits only, so `/users/me` and `/users/abc` never match it
 (404 or 405 as any other path, not 422); the OpenAPI path stays `/users/{user_id}`."""
 

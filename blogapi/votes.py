@@ -17,7 +17,16 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
-from blogapi.model_base import MAX_ID, IntegralInt, RequestBody, UTCDateTime, utc_now
+from blogapi.json_body import JsonBodyRoute
+from blogapi.model_base import (
+    EXAMPLE_ID,
+    MAX_ID,
+    IntegralInt,
+    RequestBody,
+    UTCDateTime,
+    example,
+    utc_now,
+)
 from blogapi.posts import VIEWER, VISIBLE, Post, post_not_found, viewer_params
 from blogapi.users import User
 
@@ -36,13 +45,26 @@ class Vote(SQLModel, table=True):
     )
 
 
+VOTE_ADDED = "successfully added vote"
+VOTE_REMOVED = "successfully deleted vote"
+
+
+def already_voted(user_id: int | None, post_id: int) -> Conflict:
+    return Conflict(f"User {user_id} has already voted on post {post_id}")
+
+
 class VoteCreate(RequestBody):
-    post_id: IntegralInt = Field(ge=1, le=MAX_ID)
-    dir: IntegralInt = Field(ge=0, le=1, description="1 adds your vote, 0 removes it")
+    post_id: IntegralInt = Field(ge=1, le=MAX_ID, schema_extra=example(EXAMPLE_ID))
+    dir: IntegralInt = Field(
+        ge=0,
+        le=1,
+        description="1 adds your vote, 0 removes it",
+        schema_extra=example(1),
+    )
 
 
 class VoteResult(SQLModel):
-    message: str
+    message: str = Field(schema_extra=example(VOTE_ADDED))
 
 
 # On the table, not the class: given parameters, an ORM INSERT is a bulk insert of rows.
@@ -64,14 +86,19 @@ _REMOVE_VOTE = delete(Vote).where(
 )
 """A vote may always be taken back, whatever became of the post's visibility."""
 
-router = APIRouter(prefix="/vote", tags=["votes"])
+router = APIRouter(prefix="/vote", tags=["votes"], route_class=JsonBodyRoute)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Add or remove your vote on a post",
-    responses=error_responses(MalformedBody, InvalidCredentials, NotFound, Conflict),
+    responses=error_responses(
+        MalformedBody,
+        InvalidCredentials,
+        NotFound,
+        already_voted(EXAMPLE_ID, EXAMPLE_ID),
+    ),
 )
 async def vote(user: CurrentUser, body: VoteCreate, session: SessionDep) -> VoteResult:
     if body.dir == 0:
@@ -81,17 +108,15 @@ async def vote(user: CurrentUser, body: VoteCreate, session: SessionDep) -> Vote
         if removed.rowcount == 0:
             raise NotFound("Vote does not exist")
         await session.commit()
-        return VoteResult(message="successfully deleted vote")
+        return VoteResult(message=VOTE_REMOVED)
     try:
         added = await session.exec(
             _ADD,
             params={**viewer_params(user), "post_id": body.post_id, "now": utc_now()},
         )
     except IntegrityError:
-        raise Conflict(
-            f"User {user.id} has already voted on post {body.post_id}"
-        ) from None
+        raise already_voted(user.id, body.post_id) from None
     if added.rowcount == 0:
         raise post_not_found(body.post_id)
     await session.commit()
-    return VoteResult(message="successfully added vote")
+    return VoteResult(message=VOTE_ADDED)

@@ -21,7 +21,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Client, Response
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlmodel import Session, col, delete, func, select, update
 
 from blogapi.auth import RevokedToken
@@ -42,8 +42,9 @@ _serial = count(1)
 TABLES = ("votes", "posts", "password_reset_tokens", "users", "revoked_tokens")
 
 
-def empty_tables() -> None:
-    with engine.begin() as connection:
+def empty_tables(database: Engine = engine) -> None:
+    """Empty the tests' database, or another one, and restart its ids at 1."""
+    with database.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")

@@ -182,16 +182,6 @@ def test_login_grant_type_is_password_or_left_out(
     ] * len(fields["properties"])
 
 
-def test_login_takes_a_form_not_json(client: TestClient) -> None:
-    create_user(client, email="ada@example.com")
-
-    response = client.post(
-        "/login", json={"username": "ada@example.com", "password": PASSWORD}
-    )
-
-    assert_invalid(response, ("body", "username"), "Field required")
-
-
 def test_login_answers_with_and_without_a_trailing_slash(client: TestClient) -> None:
     create_user(client, email="ada@example.com")
 

@@ -112,11 +112,134 @@ def test_deeply_nested_json_is_refused_without_a_500(client: TestClient) -> None
     assert_detail(response, 400, "There was an error parsing the body")
 
 
+# Bodies that are not JSON
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+UNSUPPORTED = {
+    "detail": "The body must be JSON: send it with Content-Type: application/json"
+}
+OTHER_CONTENT_TYPES = [
+    "text/plain",
+    "text/plain; charset=utf-8",
+    FORM_TYPE,
+    "multipart/form-data; boundary=x",
+    "application/xml",
+    "text/json",
+    "",
+    None,
+]
+
+
+def json_body_routes(client: TestClient, post_id: int, user_id: int) -> list:
+    """Every route the OpenAPI document says reads a JSON body, its ids filled in."""
+    document = client.get("/openapi.json").json()
+    return [
+        (method.upper(), path.format(post_id=post_id, user_id=user_id))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+    ]
+
+
+def assert_unsupported(response: Response, method: str) -> None:
+    """415, naming JSON, with Accept-Post or Accept-Patch where the method has one."""
+    assert_detail(response, 415, UNSUPPORTED["detail"])
+    accept = {
+        name: value
+        for name, value in response.headers.items()
+        if name.startswith("accept-")
+    }
+    expected = {
+        "POST": {"accept-post": "application/json"},
+        "PATCH": {"accept-patch": "application/json"},
+    }
+    assert accept == expected.get(method, {}), (method, accept)
+
+
+def test_every_json_body_route_is_in_the_document(client: TestClient) -> None:
+    assert sorted(json_body_routes(client, 1, 2)) == sorted(
+        [*body_routes(1), ("PATCH", "/users/2"), ("POST", "/password-recovery")]
+        + [("POST", "/reset-password")]
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type", OTHER_CONTENT_TYPES, ids=lambda value: repr(value)
+)
+def test_a_body_of_another_content_type_is_415_on_every_json_route(
+    client: TestClient, content_type: str | None
+) -> None:
+    user, headers = create_user_and_login(client)
+    post = create_post(client, headers)
+    if content_type is not None:
+        headers = {**headers, "Content-Type": content_type}
+
+    for method, path in json_body_routes(client, post["id"], user["id"]):
+        response = client.request(
+            method, path, content=b'{"title": "t", "content": "c"}', headers=headers
+        )
+
+        assert_unsupported(response, method)
+    assert list_posts(client, headers) == [post]
+
+
+def test_a_form_or_a_file_sent_to_a_json_route_is_415(client: TestClient) -> None:
+    _, headers = create_user_and_login(client)
+    post = create_post(client, headers, title="before")
+
+    form = client.post("/posts", data={"title": "t", "content": "c"}, headers=headers)
+    upload = client.patch(
+        f"/posts/{post['id']}",
+        files={"title": ("title.txt", b"after")},
+        headers=headers,
+    )
+    registration = client.post(
+        "/users", data={"email": "form@example.com", "password": PASSWORD}
+    )
+
+    assert form.request.headers["content-type"] == FORM_TYPE
+    assert_unsupported(form, "POST")
+    assert upload.request.headers["content-type"].startswith("multipart/form-data")
+    assert_unsupported(upload, "PATCH")
+    assert_unsupported(registration, "POST")
+    assert list_posts(client, headers) == [post]
+    assert (
+        client.post(
+            "/login", data={"username": "form@example.com", "password": PASSWORD}
+        ).status_code
+        == 403
+    )
+
+
+def test_a_put_or_delete_body_of_another_type_is_415_without_an_accept_header(
+    client: TestClient,
+) -> None:
+    _, headers = create_user_and_login(client)
+    post = create_post(client, headers)
+    text = {**headers, "Content-Type": "text/plain"}
+
+    replaced = client.put(
+        f"/posts/{post['id']}", content=b"title=t&content=c", headers=text
+    )
+    deleted = client.request(
+        "DELETE", "/users/me", content=f"password={PASSWORD}".encode(), headers=text
+    )
+
+    assert_unsupported(replaced, "PUT")
+    assert_unsupported(deleted, "DELETE")
+    assert list_posts(client, headers) == [post]
+
+
 @pytest.mark.parametrize(
     "content_type",
-    ["text/plain", "application/x-www-form-urlencoded", "application/xml", ""],
+    [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+        "application/vnd.blogapi+json; charset=utf-8",
+    ],
 )
-def test_a_json_body_under_another_content_type_is_422(
+def test_json_under_any_json_media_type_is_read(
     client: TestClient, content_type: str
 ) -> None:
     _, headers = create_user_and_login(client)
@@ -127,11 +250,55 @@ def test_a_json_body_under_another_content_type_is_422(
         headers={**headers, "Content-Type": content_type},
     )
 
-    assert_invalid(response, ("body",), "valid dictionary")
-    assert list_posts(client, headers) == []
+    assert response.status_code == 201, response.text
+    assert [p["title"] for p in list_posts(client, headers)] == ["t"]
 
 
-def test_login_form_under_a_json_content_type_is_422(client: TestClient) -> None:
+@pytest.mark.parametrize("content_type", ["text/plain", FORM_TYPE, None])
+def test_a_missing_body_is_still_422_whatever_its_content_type(
+    client: TestClient, content_type: str | None
+) -> None:
+    _, headers = create_user_and_login(client)
+    if content_type is not None:
+        headers = {**headers, "Content-Type": content_type}
+
+    response = client.post("/posts", headers=headers)
+
+    assert_invalid(response, ("body",), "Field required")
+
+
+LOGIN_TAKES_A_FORM = [
+    {
+        "type": "value_error",
+        "loc": ["body"],
+        "msg": "The login takes the OAuth2 password form, not JSON: `username` and "
+        "`password`, form-encoded (Content-Type: application/x-www-form-urlencoded)",
+    }
+]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8"]
+)
+def test_a_json_login_is_422_saying_it_takes_the_form(
+    client: TestClient, content_type: str
+) -> None:
+    user = create_user(client)
+
+    response = client.post(
+        "/login",
+        content=f'{{"username": "{user["email"]}", "password": "{PASSWORD}"}}',
+        headers={"Content-Type": content_type},
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json() == {"detail": LOGIN_TAKES_A_FORM}
+    login(client, user["email"])
+
+
+def test_login_form_under_a_json_content_type_is_422_saying_it_takes_the_form(
+    client: TestClient,
+) -> None:
     user = create_user(client)
 
     response = client.post(
@@ -141,6 +308,7 @@ def test_login_form_under_a_json_content_type_is_422(client: TestClient) -> None
     )
 
     assert response.status_code == 422, response.text
+    assert response.json() == {"detail": LOGIN_TAKES_A_FORM}
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,11 @@ the emailed password reset link sets a new password on the API's own page.
 Headless Chrome or Chromium (BROWSER_PATH, else where GitHub's Ubuntu runners and Debian keep
 one), driven by Playwright's Python package (nothing downloads a browser), opens /docs,
 registers through "Try it out", authorizes with the OAuth2 password form, creates a post and
-sees it listed. It also opens the link of a reset email that a server process sent to an
-SMTP server the test runs, and sets a password there. Every request the page makes must go
-to the loopback server under test: any other host is blocked and fails the test, and so
-does anything the page's Content-Security-Policy refuses or an error in its script.
+sees it listed; and runs every operation with the example Swagger UI fills in. It also
+opens the link of a reset email that a server process sent to an SMTP server the test runs,
+and sets a password there. Every request the page makes must go to the loopback server
+under test: any other host is blocked and fails the test, and so does anything the page's
+Content-Security-Policy refuses or an error in its script.
 """
 
 import json
@@ -24,8 +25,13 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
+from sqlalchemy import Engine
 
+from blogapi.db import build_sync_engine
+from blogapi.users import EXAMPLE_EMAIL, EXAMPLE_NEW_PASSWORD, EXAMPLE_PASSWORD
+from tests.factories import empty_tables
 from tests.servers import ServerProcess, free_port
+from tests.test_make_admin import blogapi_command
 
 BROWSER_CANDIDATES = (
     "/usr/bin/google-chrome",
@@ -105,6 +111,9 @@ REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
 class LiveServer:
     url: str
     log: Path
+    database_url: str
+    database: Engine
+    """The server's database, for the tests to empty it."""
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text().splitlines()[-lines:])
@@ -139,10 +148,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         for key, value in os.environ.items()
         if key not in {"PORT", "WEB_CONCURRENCY", "CORS_ORIGINS"}
     }
+    database_url = os.environ.get(
+        "TEST_DATABASE_URL", f"sqlite:///{scratch / 'browser.db'}"
+    )
     env |= {
-        "DATABASE_URL": os.environ.get(
-            "TEST_DATABASE_URL", f"sqlite:///{scratch / 'browser.db'}"
-        ),
+        "DATABASE_URL": database_url,
         "SECRET_KEY": "browser-test-secret-key-long-enough-for-hs256",
         "BCRYPT_ROUNDS": "4",
     }
@@ -165,16 +175,25 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
+    database = build_sync_engine(database_url)
     try:
         wait_until_up(url, server, log)
-        yield LiveServer(url, log)
+        yield LiveServer(url, log, database_url, database)
     finally:
+        database.dispose()
         server.terminate()
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def server(live_server: LiveServer) -> LiveServer:
+    """The live server on an empty database, its ids starting at 1 again."""
+    empty_tables(live_server.database)
+    return live_server
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +255,7 @@ def execute(
     def is_call(response) -> bool:
         return (
             response.request.method == method
-            and urlsplit(response.url).path.rstrip("/") == path
+            and (urlsplit(response.url).path.rstrip("/") or "/") == path
         )
 
     with block.page.expect_response(is_call) as sent:
@@ -250,28 +269,36 @@ def execute(
     return response.text()
 
 
+def authorize(page: Page, server: LiveServer, email: str, password: str) -> None:
+    """Sign in with Swagger UI's Authorize dialog, signing out first if signed in."""
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".dialog-ux")
+    signed_in = dialog.locator("button", has_text="Logout")
+    if signed_in.is_visible():
+        signed_in.click()
+    dialog.locator("#oauth_username").fill(email)
+    dialog.locator("#oauth_password").fill(password)
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/login") as login:
+        dialog.locator("button.modal-btn.authorize").click()
+    assert login.value.status == 200, f"{login.value.text()}\n{server.log_tail()}"
+    expect(dialog.locator("button", has_text="Logout")).to_be_visible()
+    dialog.locator("button.btn-done").click()
+
+
 def test_register_authorize_post_and_list_in_swagger_ui(
-    page: Page, live_server: LiveServer
+    page: Page, server: LiveServer
 ) -> None:
-    page.goto(f"{live_server.url}/docs")
+    page.goto(f"{server.url}/docs")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("blogapi")
 
     register = operation(page, "users", "create_user")
     register.locator("textarea.body-param__text").fill(
         json.dumps({"email": EMAIL, "password": PASSWORD})
     )
-    user = json.loads(execute(live_server, register, "POST", "/users", 201))
+    user = json.loads(execute(server, register, "POST", "/users", 201))
     assert user["email"] == EMAIL
 
-    page.locator(".auth-wrapper button.authorize").click()
-    dialog = page.locator(".dialog-ux")
-    dialog.locator("#oauth_username").fill(EMAIL)
-    dialog.locator("#oauth_password").fill(PASSWORD)
-    with page.expect_response(lambda r: urlsplit(r.url).path == "/login") as login:
-        dialog.locator("button.modal-btn.authorize").click()
-    assert login.value.status == 200, f"{login.value.text()}\n{live_server.log_tail()}"
-    expect(dialog.locator("button", has_text="Logout")).to_be_visible()
-    dialog.locator("button.btn-done").click()
+    authorize(page, server, EMAIL, PASSWORD)
 
     create = operation(page, "posts", "create_post")
     create.locator("textarea.body-param__text").fill(
@@ -279,25 +306,129 @@ def test_register_authorize_post_and_list_in_swagger_ui(
             {"title": TITLE, "content": "Typed into Swagger UI", "published": True}
         )
     )
-    post = json.loads(execute(live_server, create, "POST", "/posts", 201))
+    post = json.loads(execute(server, create, "POST", "/posts", 201))
     assert post["title"] == TITLE
     assert post["owner"] == {"id": user["id"], "created_at": user["created_at"]}
 
     listing = operation(page, "posts", "list_posts")
-    posts = json.loads(execute(live_server, listing, "GET", "/posts", 200))
+    posts = json.loads(execute(server, listing, "GET", "/posts", 200))
     assert [p["id"] for p in posts] == [post["id"]]
     expect(listing.locator(".live-responses-table")).to_contain_text(TITLE)
 
-    newer = json.loads(execute(live_server, create, "POST", "/posts", 201))
+    newer = json.loads(execute(server, create, "POST", "/posts", 201))
     listing.locator('tr[data-param-name="limit"] input').fill("1")
-    first = json.loads(execute(live_server, listing, "GET", "/posts", 200))
+    first = json.loads(execute(server, listing, "GET", "/posts", 200))
     assert [p["id"] for p in first] == [newer["id"]]
     shown = listing.locator(".live-responses-table")
     expect(shown).to_contain_text('rel="next"')
     cursor = re.search(r"cursor=([\w-]+)", shown.inner_text()).group(1)
     listing.locator('tr[data-param-name="cursor"] input').fill(cursor)
-    second = json.loads(execute(live_server, listing, "GET", "/posts", 200))
+    second = json.loads(execute(server, listing, "GET", "/posts", 200))
     assert [p["id"] for p in second] == [post["id"]]
+
+
+class ExampleRun:
+    """Runs operations in Swagger UI as a newcomer would: open, "Try it out", Execute
+    with what the page filled in; and notes which ran."""
+
+    def __init__(self, page: Page, server: LiveServer) -> None:
+        self.page = page
+        self.server = server
+        self.blocks: dict[str, Locator] = {}
+        self.operations = {
+            operation["operationId"]: (tags[0], method.upper(), path)
+            for path, item in json.loads(urlopen(f"{server.url}/openapi.json").read())[
+                "paths"
+            ].items()
+            for method, operation in item.items()
+            for tags in [operation["tags"]]
+        }
+        self.ran: set[str] = set()
+
+    def block(self, operation_id: str) -> Locator:
+        """The operation's block, opened in "Try it out" once."""
+        if operation_id not in self.blocks:
+            tag = self.operations[operation_id][0]
+            self.blocks[operation_id] = operation(self.page, tag, operation_id)
+        return self.blocks[operation_id]
+
+    def body(self, operation_id: str) -> dict:
+        """The JSON body the page filled in."""
+        text = self.block(operation_id).locator("textarea.body-param__text")
+        return json.loads(text.input_value())
+
+    def run(self, operation_id: str, status: int, **path_params: int) -> str:
+        block = self.block(operation_id)
+        _, method, path = self.operations[operation_id]
+        for name, value in path_params.items():
+            block.locator(f'tr[data-param-name="{name}"] input').fill(str(value))
+            path = path.replace(f"{{{name}}}", str(value))
+        answer = execute(self.server, block, method, path.rstrip("/") or "/", status)
+        self.ran.add(operation_id)
+        return answer
+
+
+def test_every_operation_answers_2xx_with_its_example_in_swagger_ui(
+    page: Page, server: LiveServer, tmp_path: Path
+) -> None:
+    """On an empty database, in the order a newcomer would go: every operation, with
+    the example the page fills in (ids typed in), answers 2xx; but the reset token of
+    the example is none the server sent (400). The account is deleted near the end,
+    registered again with the same example, and its password changed; logout is last."""
+    page.goto(f"{server.url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("blogapi")
+    run = ExampleRun(page, server)
+
+    assert json.loads(run.run("root", 200))["message"].startswith("Welcome")
+    run.run("alive", 200)
+    run.run("ready", 200)
+    assert run.body("create_user") == {
+        "email": EXAMPLE_EMAIL,
+        "password": EXAMPLE_PASSWORD,
+    }
+    ada = json.loads(run.run("create_user", 201))
+    assert ada["id"] == 1, "the examples name user 1: the database must be empty"
+    assert json.loads(run.run("login", 200))["token_type"] == "bearer"
+    run.run("recover_password", 202)
+    run.run("reset_password", 400)
+
+    authorize(page, server, EXAMPLE_EMAIL, EXAMPLE_PASSWORD)
+    assert json.loads(run.run("read_me", 200)) == ada
+    run.run("read_user", 200, user_id=ada["id"])
+    assert run.body("create_post") == {
+        "title": "Hello, world",
+        "content": "My first post",
+        "published": True,
+    }
+    post = json.loads(run.run("create_post", 201))
+    assert post["id"] == 1, "the vote's example names post 1"
+    run.run("list_posts", 200)
+    run.run("read_post", 200, post_id=post["id"])
+    run.run("replace_post", 200, post_id=post["id"])
+    run.run("update_post", 200, post_id=post["id"])
+    run.run("vote", 201)
+    voted = json.loads(run.run("read_post", 200, post_id=post["id"]))
+    assert voted["votes"] == 1
+
+    made = blogapi_command(
+        "make-admin",
+        EXAMPLE_EMAIL,
+        database_url=server.database_url,
+        cwd=tmp_path,
+    )
+    assert made.returncode == 0, made.stderr
+    run.run("list_users", 200)
+    run.run("update_user", 200, user_id=ada["id"])
+    run.run("delete_post", 204, post_id=post["id"])
+
+    run.run("delete_account", 204)
+    run.run("create_user", 201)
+    authorize(page, server, EXAMPLE_EMAIL, EXAMPLE_PASSWORD)
+    run.run("change_password", 204)
+    authorize(page, server, EXAMPLE_EMAIL, EXAMPLE_NEW_PASSWORD)
+    run.run("logout", 204)
+
+    assert run.ran == set(run.operations)
 
 
 def test_redoc_renders(page: Page, live_server: LiveServer) -> None:

@@ -1,7 +1,18 @@
-"""The OpenAPI schema: summaries, tags, and every error status documented with `detail`."""
+"""The OpenAPI schema: summaries, tags, every error status documented with `detail`, and
+examples that fit their schemas wherever Swagger UI needs one."""
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator, FormatChecker
+from pydantic.networks import validate_email
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from tests.factories import create_admin_and_login
 
 ERROR_CODES = {"401", "403", "404", "409", "422"}
 
@@ -43,14 +54,17 @@ def operations(openapi: dict) -> dict[tuple[str, str], dict]:
     }
 
 
-def error_schema(openapi: dict, response: dict) -> dict:
-    node = response["content"]["application/json"]["schema"]
+def resolved(openapi: dict, node: dict) -> dict:
     while "$ref" in node:
         target = openapi
         for part in node["$ref"].removeprefix("#/").split("/"):
             target = target[part]
         node = target
     return node
+
+
+def error_schema(openapi: dict, response: dict) -> dict:
+    return resolved(openapi, response["content"]["application/json"]["schema"])
 
 
 def test_every_route_has_a_summary_and_a_tag(openapi: dict) -> None:
@@ -120,3 +134,221 @@ def test_operation_ids_are_the_route_function_names(openapi: dict) -> None:
     assert ids[("patch", "/users/{user_id}")] == "update_user"
     for operation_id in ids.values():
         assert operation_id.isidentifier(), operation_id
+
+
+# Examples
+
+
+def is_timestamp(value: object) -> bool:
+    """RFC 3339's date-time, which needs an offset; jsonschema checks it only with a
+    package this project doesn't install."""
+    return (
+        not isinstance(value, str) or datetime.fromisoformat(value).tzinfo is not None
+    )
+
+
+FORMATS = FormatChecker()
+FORMATS.checks("date-time", raises=ValueError)(is_timestamp)
+# What the API takes for an email (email-validator), not jsonschema's "has an @".
+FORMATS.checks("email", raises=ValueError)(
+    lambda value: not isinstance(value, str) or bool(validate_email(value))
+)
+DOCUMENT_URI = "urn:blogapi:openapi"
+SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+SUBSCHEMAS = ("items", "additionalProperties", "not", "contains")
+
+
+def pointer(*parts: str | int) -> str:
+    return "".join(
+        "/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts
+    )
+
+
+def schema_examples(schema: Any, at: str) -> Iterator[tuple[str, Any, str]]:
+    """(where, value, pointer to the schema it must fit) for the `examples` and
+    `example` of a schema and of every schema within it."""
+    if not isinstance(schema, dict):
+        return
+    for index, value in enumerate(schema.get("examples", [])):
+        yield f"{at}/examples/{index}", value, at
+    if "example" in schema:
+        yield f"{at}/example", schema["example"], at
+    for name, part in schema.get("properties", {}).items():
+        yield from schema_examples(part, at + pointer("properties", name))
+    for name, part in schema.get("$defs", {}).items():
+        yield from schema_examples(part, at + pointer("$defs", name))
+    for key in SUBSCHEMA_LISTS:
+        for index, part in enumerate(schema.get(key, [])):
+            yield from schema_examples(part, at + pointer(key, index))
+    for key in SUBSCHEMAS:
+        yield from schema_examples(schema.get(key), at + pointer(key))
+
+
+def object_examples(holder: dict, at: str) -> Iterator[tuple[str, Any, str]]:
+    """Those of a parameter, header or media type: its schema's, its `example`, and
+    the `value` of each of its `examples` (a map of Example Objects)."""
+    schema = at + pointer("schema")
+    yield from schema_examples(holder.get("schema"), schema)
+    if "example" in holder:
+        yield f"{at}/example", holder["example"], schema
+    for name, example in holder.get("examples", {}).items():
+        yield at + pointer("examples", name, "value"), example["value"], schema
+
+
+def document_examples(document: dict) -> Iterator[tuple[str, Any, str]]:
+    for name, schema in document["components"]["schemas"].items():
+        yield from schema_examples(schema, pointer("components", "schemas", name))
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            at = pointer("paths", path, method)
+            for index, parameter in enumerate(operation.get("parameters", [])):
+                yield from object_examples(parameter, at + pointer("parameters", index))
+            body = operation.get("requestBody", {})
+            for media, content in body.get("content", {}).items():
+                yield from object_examples(
+                    content, at + pointer("requestBody", "content", media)
+                )
+            for code, response in operation["responses"].items():
+                for media, content in response.get("content", {}).items():
+                    yield from object_examples(
+                        content, at + pointer("responses", code, "content", media)
+                    )
+                for name, header in response.get("headers", {}).items():
+                    yield from object_examples(
+                        header, at + pointer("responses", code, "headers", name)
+                    )
+
+
+def misfits(document: dict) -> dict[str, list[str]]:
+    """{where: what is wrong} for every example that doesn't fit its schema."""
+    registry = Registry().with_resource(
+        DOCUMENT_URI, DRAFT202012.create_resource(document)
+    )
+    found = {}
+    for where, value, schema in document_examples(document):
+        validator = Draft202012Validator(
+            {"$ref": f"{DOCUMENT_URI}#{schema}"},
+            registry=registry,
+            format_checker=FORMATS,
+        )
+        errors = [error.message for error in validator.iter_errors(value)]
+        if errors:
+            found[where] = errors
+    return found
+
+
+def test_every_example_fits_its_schema(openapi: dict) -> None:
+    assert misfits(openapi) == {}
+    assert len(list(document_examples(openapi))) > 100
+
+
+def test_the_example_check_finds_misfits(openapi: dict) -> None:
+    """The check above can fail: a title too long, no email, a time without an offset,
+    a parameter out of bounds, a body example that is not a post."""
+    schemas = openapi["components"]["schemas"]
+    schemas["PostCreate"]["properties"]["title"]["examples"] = ["x" * 301]
+    schemas["UserCreate"]["properties"]["email"]["examples"] = ["ada@"]
+    schemas["UserPublic"]["properties"]["created_at"]["examples"] = [
+        "2026-12-04T09:30:00"
+    ]
+    read_post = operations(openapi)[("get", "/posts/{post_id}")]
+    read_post["parameters"][0]["schema"]["examples"] = [0]
+    create_post = operations(openapi)[("post", "/posts")]
+    create_post["requestBody"]["content"]["application/json"]["example"] = {"a": 1}
+
+    assert set(misfits(openapi)) == {
+        "/components/schemas/PostCreate/properties/title/examples/0",
+        "/components/schemas/UserCreate/properties/email/examples/0",
+        "/components/schemas/UserPublic/properties/created_at/examples/0",
+        "/paths/~1posts~1{post_id}/get/parameters/0/schema/examples/0",
+        "/paths/~1posts/post/requestBody/content/application~1json/example",
+    }
+
+
+def has_example(openapi: dict, schema: dict) -> bool:
+    """Whether Swagger UI can fill in the whole value from examples: the schema's own,
+    or those of every alternative, item or property."""
+    schema = resolved(openapi, schema)
+    if "examples" in schema or "example" in schema:
+        return True
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return all(has_example(openapi, part) for part in schema[key])
+    if schema.get("type") == "array":
+        return has_example(openapi, schema["items"])
+    if schema.get("type") == "object" and schema.get("properties"):
+        return all(has_example(openapi, part) for part in schema["properties"].values())
+    return False
+
+
+def media_has_example(openapi: dict, media: dict) -> bool:
+    return (
+        "example" in media
+        or bool(media.get("examples"))
+        or has_example(openapi, media["schema"])
+    )
+
+
+def test_every_body_and_success_answer_has_an_example(openapi: dict) -> None:
+    lacking = []
+    checked = 0
+    for (method, path), operation in operations(openapi).items():
+        bodies = operation.get("requestBody", {}).get("content", {})
+        answers = [
+            response["content"]["application/json"]
+            for code, response in operation["responses"].items()
+            if code.startswith("2")
+            and "application/json" in response.get("content", {})
+        ]
+        for media in [*bodies.values(), *answers]:
+            checked += 1
+            if not media_has_example(openapi, media):
+                lacking.append((method, path, media))
+
+    assert lacking == []
+    assert checked >= 25
+
+
+def test_the_documented_cursors_start_a_page(client: TestClient, openapi: dict) -> None:
+    _, headers = create_admin_and_login(client)
+    for path in ("/posts", "/users"):
+        (cursor,) = [
+            parameter["schema"]["examples"][0]
+            for parameter in operations(openapi)[("get", path)]["parameters"]
+            if parameter["name"] == "cursor"
+        ]
+
+        response = client.get(path, params={"cursor": cursor}, headers=headers)
+
+        assert response.status_code == 200, (path, response.text)
+
+
+# 415 for a body that is not JSON
+
+
+def test_every_json_body_route_documents_415_with_its_accept_header(
+    openapi: dict,
+) -> None:
+    documented = {}
+    for (method, path), operation in operations(openapi).items():
+        body = operation.get("requestBody", {}).get("content", {})
+        answer = operation["responses"].get("415")
+        assert ("application/json" in body) == (answer is not None), (method, path)
+        if answer is None:
+            continue
+        assert "application/json" in answer["description"]
+        assert "detail" in error_schema(openapi, answer)["properties"]
+        documented[(method, path)] = set(answer.get("headers", {}))
+
+    assert documented == {
+        ("post", "/users"): {"Accept-Post"},
+        ("put", "/users/me/password"): set(),
+        ("delete", "/users/me"): set(),
+        ("patch", "/users/{user_id}"): {"Accept-Patch"},
+        ("post", "/password-recovery"): {"Accept-Post"},
+        ("post", "/reset-password"): {"Accept-Post"},
+        ("post", "/posts"): {"Accept-Post"},
+        ("put", "/posts/{post_id}"): set(),
+        ("patch", "/posts/{post_id}"): {"Accept-Patch"},
+        ("post", "/vote"): {"Accept-Post"},
+    }
