@@ -391,6 +391,7 @@ def test_every_operation_answers_2xx_with_its_example_in_swagger_ui(
     assert json.loads(run.run("login", 200))["token_type"] == "bearer"
     run.run("recover_password", 202)
     run.run("reset_password", 400)
+    assert "<form" in run.run("reset_password_page", 200)
 
     authorize(page, server, EXAMPLE_EMAIL, EXAMPLE_PASSWORD)
     assert json.loads(run.run("read_me", 200)) == ada
