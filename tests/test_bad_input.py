@@ -27,7 +27,8 @@ JSON = {"Content-Type": "application/json"}
 
 
 def body_routes(post_id: int) -> list[tuple[str, str]]:
-    """Every route that reads a JSON body."""
+    """The routes that read a JSON body of a signed-in user (`json_body_routes` below
+    finds every one in the OpenAPI document)."""
     return [
         ("POST", "/users"),
         ("PUT", "/users/me/password"),
