@@ -6,7 +6,15 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -19,6 +27,12 @@ SECRET_KEY_NEEDED = (
     'python -c "import secrets; print(secrets.token_urlsafe(48))"'
 )
 
+REFRESH_TOKEN_MAX_DAYS = 365
+REFRESH_TOKEN_DAYS_NEEDED = (
+    "REFRESH_TOKEN_EXPIRE_DAYS must be a whole number of days from 1 to "
+    f"{REFRESH_TOKEN_MAX_DAYS}, e.g. 30"
+)
+
 
 class MissingSecretKey(ValueError):
     pass
@@ -29,7 +43,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./blogapi.db"
     secret_key: str = ""
-    access_token_expire_minutes: int = Field(default=60, ge=1)
+    access_token_expire_minutes: int = Field(default=15, ge=1)
+    refresh_token_expire_days: int = 30
+    """How long a refresh token stays usable; each refresh hands out a new one."""
     cors_origins: Annotated[list[str], NoDecode] = []
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     db_max_connections: int = Field(default=16, ge=1)
@@ -91,6 +107,17 @@ class Settings(BaseSettings):
                 "e.g. https://blog.example.com"
             )
         return url.rstrip("/")
+
+    @field_validator("refresh_token_expire_days", mode="wrap")
+    @classmethod
+    def whole_days(cls, value: object, parse: ValidatorFunctionWrapHandler) -> int:
+        try:
+            days: int = parse(value)
+        except ValidationError:
+            raise ValueError(REFRESH_TOKEN_DAYS_NEEDED) from None
+        if not 1 <= days <= REFRESH_TOKEN_MAX_DAYS:
+            raise ValueError(REFRESH_TOKEN_DAYS_NEEDED)
+        return days
 
     @field_validator("secret_key")
     @classmethod

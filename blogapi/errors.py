@@ -4,9 +4,9 @@ carries its status, detail and headers. Code at any level raises these; one hand
 answers from the same classes."""
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 RETRY_AFTER_SECONDS = 5
 """What Retry-After says when the database is unavailable or not ready yet."""
@@ -14,6 +14,16 @@ RETRY_AFTER_SECONDS = 5
 
 class ErrorMessage(BaseModel):
     detail: str
+
+
+OAuthErrorCode = Literal["invalid_request", "invalid_grant", "unsupported_grant_type"]
+
+
+class OAuthErrorMessage(BaseModel):
+    """The token endpoint's error body (RFC 6749 section 5.2)."""
+
+    error: OAuthErrorCode
+    error_description: str = Field(description="What went wrong, for a person to read")
 
 
 class ApiError(Exception):
@@ -29,6 +39,8 @@ class ApiError(Exception):
     documented_headers: ClassVar[Mapping[str, str]] = {}
     """Header name: what it says, for the OpenAPI document."""
     description: ClassVar[str]
+    model: ClassVar[type[BaseModel]] = ErrorMessage
+    """The body's schema, for the OpenAPI document: `body()` answers in it."""
 
     def __init__(
         self, detail: str | None = None, headers: Mapping[str, str] | None = None
@@ -36,6 +48,9 @@ class ApiError(Exception):
         self.detail = detail or self.default_detail
         self.headers = {**self.always_headers, **(headers or {})}
         super().__init__(self.detail)
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail}
 
 
 class MalformedBody(ApiError):
@@ -49,6 +64,43 @@ class MalformedBody(ApiError):
 class InvalidToken(ApiError):
     status_code = 400
     description = "The token is unknown, used or expired"
+
+
+class OAuthError(ApiError):
+    """A refusal of the token endpoint (POST /login) in OAuth's shape, which OAuth
+    client libraries read: `{"error": code, "error_description": text}` (RFC 6749
+    section 5.2), not `{"detail": ...}`."""
+
+    status_code = 400
+    error: ClassVar[OAuthErrorCode]
+    model = OAuthErrorMessage
+    always_headers: ClassVar[Mapping[str, str]] = {"Cache-Control": "no-store"}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "error_description": self.detail}
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+    default_detail = "The refresh token is invalid, expired or revoked; log in again"
+    description = (
+        "`invalid_grant`: the refresh token is unknown, expired, already used or "
+        "revoked (a used one ends its login session)"
+    )
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+    default_detail = "grant_type must be password or refresh_token"
+    description = (
+        "`unsupported_grant_type`: a grant_type other than password and refresh_token"
+    )
+
+
+class InvalidTokenRequest(OAuthError):
+    error = "invalid_request"
+    default_detail = "grant_type=refresh_token needs a refresh_token"
+    description = "`invalid_request`: the refresh_token grant without a refresh_token"
 
 
 class InvalidCredentials(ApiError):
@@ -138,8 +190,13 @@ def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for error in errors:
         entry = responses.setdefault(
-            error.status_code, {"model": ErrorMessage, "description": ""}
+            error.status_code, {"model": error.model, "description": ""}
         )
+        if entry["model"] is not error.model:
+            raise TypeError(
+                f"{error.__name__} answers {error.status_code} in another shape than "
+                "the errors before it: one status, one body schema"
+            )
         entry["description"] = "; ".join(
             filter(None, [entry["description"], error.description])
         )

@@ -1,5 +1,6 @@
 """/login and the access token rules that every protected route shares."""
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -37,14 +38,18 @@ def test_login_returns_a_bearer_token(client: TestClient) -> None:
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "token_type"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "bearer"
+    assert body["expires_in"] == settings.access_token_expire_minutes * 60 == 15 * 60
+    assert response.headers["cache-control"] == "no-store"
     me = client.get("/users/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
     assert me.json() == user
 
 
-def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -> None:
+def test_token_is_hs256_with_sub_sid_iat_and_exp_from_settings(
+    client: TestClient,
+) -> None:
     user = create_user(client)
     token = client.post(
         "/login", data={"username": user["email"], "password": PASSWORD}
@@ -53,8 +58,9 @@ def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = jwt.decode(token, settings.secret_key, algorithms=["HS256"])
     assert claims["sub"] == str(user["id"])
+    assert re.fullmatch("[0-9a-f]{32}", claims["sid"])
     lifetime = claims["exp"] - claims["iat"]
-    assert lifetime == settings.access_token_expire_minutes * 60
+    assert lifetime == settings.access_token_expire_minutes * 60 == 15 * 60
 
 
 def test_login_holds_no_database_slot_while_bcrypt_runs(
@@ -174,6 +180,7 @@ def test_swagger_authorize_points_at_login(client: TestClient) -> None:
     (scheme,) = schemes.values()
     assert scheme["type"] == "oauth2"
     token_url = scheme["flows"]["password"]["tokenUrl"]
+    assert scheme["flows"]["password"]["refreshUrl"] == token_url == "login"
     create_user(client, email="ada@example.com")
     # Swagger UI resolves tokenUrl against the docs page and posts the form there.
     response = client.post(
@@ -296,7 +303,7 @@ def test_token_with_another_algorithm_is_401(
     assert_unauthorized(client.get("/users/me", headers=bearer(token)))
 
 
-@pytest.mark.parametrize("claim", ["sub", "exp", "iat"])
+@pytest.mark.parametrize("claim", ["sub", "jti", "ver", "sid", "exp", "iat"])
 def test_token_missing_a_required_claim_is_401(client: TestClient, claim: str) -> None:
     user = create_user(client)
     claims: dict[str, Any] = {"sub": str(user["id"]), claim: None}
@@ -326,6 +333,9 @@ def test_token_naming_no_possible_user_is_401(client: TestClient, sub: str) -> N
         {"jti": ""},
         {"jti": "x" * 65},
         {"jti": "nul\0inside"},
+        {"sid": ""},
+        {"sid": "x" * 33},
+        {"sid": "nul\0inside"},
     ],
 )
 @pytest.mark.parametrize(
