@@ -3,6 +3,8 @@
 import pytest
 from fastapi.testclient import TestClient
 
+from blogapi.errors import InvalidGrant, MalformedBody, error_responses
+
 ERROR_CODES = {"401", "403", "404", "409", "422"}
 
 # The statuses issue 2 promises for each route, as clients of the course API rely on them,
@@ -120,3 +122,10 @@ def test_operation_ids_are_the_route_function_names(openapi: dict) -> None:
     assert ids[("patch", "/users/{user_id}")] == "update_user"
     for operation_id in ids.values():
         assert operation_id.isidentifier(), operation_id
+
+
+def test_errors_of_one_status_share_one_body_schema() -> None:
+    """OAuth's 400 body (`error`) and the others' (`detail`) can't share a status on one
+    route: its documented schema would be wrong for one of them."""
+    with pytest.raises(TypeError, match="one status, one body schema"):
+        error_responses(MalformedBody, InvalidGrant)
