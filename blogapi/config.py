@@ -19,6 +19,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -52,6 +53,12 @@ BOUND_WORDS = (
     ("lt", "below"),
 )
 
+REFRESH_TOKEN_MAX_DAYS = 365
+REFRESH_TOKEN_DAYS_NEEDED = (
+    "REFRESH_TOKEN_EXPIRE_DAYS must be a whole number of days from 1 to "
+    f"{REFRESH_TOKEN_MAX_DAYS}, e.g. 30"
+)
+
 
 class SettingsError(ValueError):
     """Settings that can't be used: one line per problem, naming the variable; never
@@ -67,7 +74,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./blogapi.db"
     secret_key: str = ""
-    access_token_expire_minutes: int = Field(default=60, ge=1)
+    access_token_expire_minutes: int = Field(default=15, ge=1)
+    refresh_token_expire_days: int = 30
+    """How long a refresh token stays usable; each refresh hands out a new one."""
     cors_origins: Annotated[list[str], NoDecode] = []
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     db_max_connections: int = Field(default=16, ge=1)
@@ -145,6 +154,17 @@ class Settings(BaseSettings):
         if url and not urlsplit(url).hostname:
             raise ValueError(f"{name} names no host: use e.g. https://blog.example.com")
         return url.rstrip("/")
+
+    @field_validator("refresh_token_expire_days", mode="wrap")
+    @classmethod
+    def whole_days(cls, value: object, parse: ValidatorFunctionWrapHandler) -> int:
+        try:
+            days: int = parse(value)
+        except ValidationError:
+            raise ValueError(REFRESH_TOKEN_DAYS_NEEDED) from None
+        if not 1 <= days <= REFRESH_TOKEN_MAX_DAYS:
+            raise ValueError(REFRESH_TOKEN_DAYS_NEEDED)
+        return days
 
     @field_validator("secret_key")
     @classmethod

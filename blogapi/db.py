@@ -163,6 +163,18 @@ async def _connect_in_turn(session: AsyncSession, line: anyio.Lock) -> None:
         line.release()
 
 
+async def begin_transaction(session: AsyncSession) -> None:
+    """Make the session's next statements, until it commits, one transaction, at the
+    database's own isolation level (READ COMMITTED on PostgreSQL; SQLite runs one
+    writer at a time) rather than each its own, as the engine's AUTOCOMMIT has them.
+    For the few routes whose statements must stand or fall together: the session gives
+    back the connection it holds and takes one in that mode (BEGIN and COMMIT are two
+    more round trips)."""
+    await session.close()
+    level = session.get_bind().dialect.default_isolation_level
+    await session.connection(execution_options={"isolation_level": level})
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 """Closed when the route returns: its connection is back in the pool before the response
 is validated and sent (routes return objects loaded in full)."""

@@ -22,7 +22,7 @@ log = logging.getLogger("blogapi")
 
 def error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(
-        {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+        error.body(), status_code=error.status_code, headers=error.headers
     )
 
 

@@ -4,9 +4,9 @@ carries its status, detail and headers. Code at any level raises these; one hand
 answers from the same classes."""
 
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 RETRY_AFTER_SECONDS = 5
 """What Retry-After says when the database is unavailable or not ready yet."""
@@ -34,6 +34,19 @@ VALIDATION_ERROR_EXAMPLE = {
 """What FastAPI's own 422 (`HTTPValidationError`) says of a post with an empty title."""
 
 
+OAuthErrorCode = Literal["invalid_request", "invalid_grant", "unsupported_grant_type"]
+
+
+class OAuthErrorMessage(BaseModel):
+    """The token endpoint's error body (RFC 6749 section 5.2)."""
+
+    error: OAuthErrorCode = Field(examples=["invalid_grant"])
+    error_description: str = Field(
+        description="What went wrong, for a person to read",
+        examples=["The refresh token is invalid, expired or revoked; log in again"],
+    )
+
+
 class ApiError(Exception):
     """A failure answered with `status_code` and `{"detail": ...}`.
 
@@ -49,6 +62,8 @@ class ApiError(Exception):
     documented_headers: ClassVar[Mapping[str, str]] = {}
     """Header name: what it says, for the OpenAPI document."""
     description: ClassVar[str]
+    model: ClassVar[type[BaseModel]] = ErrorMessage
+    """The body's schema, for the OpenAPI document: `body()` answers in it."""
 
     def __init__(
         self, detail: str | None = None, headers: Mapping[str, str] | None = None
@@ -60,6 +75,13 @@ class ApiError(Exception):
     @classmethod
     def example(cls) -> str:
         return cls.example_detail or cls.default_detail
+
+    def body(self) -> dict[str, Any]:
+        return self.body_saying(self.detail)
+
+    @classmethod
+    def body_saying(cls, detail: str) -> dict[str, Any]:
+        return {"detail": detail}
 
 
 class MalformedBody(ApiError):
@@ -74,6 +96,44 @@ class InvalidToken(ApiError):
     status_code = 400
     default_detail = "This reset link is invalid, used or expired; ask for a new one"
     description = "The token is unknown, used or expired"
+
+
+class OAuthError(ApiError):
+    """A refusal of the token endpoint (POST /login) in OAuth's shape, which OAuth
+    client libraries read: `{"error": code, "error_description": text}` (RFC 6749
+    section 5.2), not `{"detail": ...}`."""
+
+    status_code = 400
+    error: ClassVar[OAuthErrorCode]
+    model = OAuthErrorMessage
+    always_headers: ClassVar[Mapping[str, str]] = {"Cache-Control": "no-store"}
+
+    @classmethod
+    def body_saying(cls, detail: str) -> dict[str, Any]:
+        return {"error": cls.error, "error_description": detail}
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+    default_detail = "The refresh token is invalid, expired or revoked; log in again"
+    description = (
+        "`invalid_grant`: the refresh token is unknown, expired, already used or "
+        "revoked (a used one ends its login session)"
+    )
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+    default_detail = "grant_type must be password or refresh_token"
+    description = (
+        "`unsupported_grant_type`: a grant_type other than password and refresh_token"
+    )
+
+
+class InvalidTokenRequest(OAuthError):
+    error = "invalid_request"
+    default_detail = "grant_type=refresh_token needs a refresh_token"
+    description = "`invalid_request`: the refresh_token grant without a refresh_token"
 
 
 class InvalidCredentials(ApiError):
@@ -208,8 +268,13 @@ def error_responses(
         kind = error if isinstance(error, type) else type(error)
         said = error.example() if isinstance(error, type) else error.detail
         entry = responses.setdefault(
-            kind.status_code, {"model": ErrorMessage, "description": ""}
+            kind.status_code, {"model": kind.model, "description": ""}
         )
+        if entry["model"] is not kind.model:
+            raise TypeError(
+                f"{kind.__name__} answers {kind.status_code} in another shape than "
+                "the errors before it: one status, one body schema"
+            )
         entry["description"] = "; ".join(
             filter(None, [entry["description"], kind.description])
         )
@@ -220,7 +285,7 @@ def error_responses(
         )
         examples[kind.__name__] = {
             "summary": kind.description,
-            "value": {"detail": said},
+            "value": kind.body_saying(said),
         }
         if kind.documented_headers:
             entry.setdefault("headers", {}).update(

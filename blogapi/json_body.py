@@ -10,7 +10,8 @@ router with `APIRouter(..., route_class=JsonBodyRoute)`.
 import email.message
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -38,7 +39,9 @@ def reads_json_body(endpoint: Callable[..., Any]) -> bool:
         kind = parameter.annotation
         if get_origin(kind) is Annotated:
             kind = get_args(kind)[0]
-        if isinstance(kind, type) and issubclass(kind, RequestBody):
+        # An optional body (`LogoutRequest | None`) is read as JSON when it is sent.
+        kinds = get_args(kind) if get_origin(kind) in (Union, UnionType) else (kind,)
+        if any(isinstance(k, type) and issubclass(k, RequestBody) for k in kinds):
             return True
     return False
 

@@ -8,9 +8,7 @@ table can't use what is there. It expires after RESET_TOKEN_MINUTES and is delet
 used.
 """
 
-import hashlib
 import logging
-import secrets
 import smtplib
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -33,7 +31,7 @@ from blogapi.json_body import JsonBodyRoute
 from blogapi.mail import email_configured, send_email
 from blogapi.model_base import RequestBody, UTCDateTime, example, utc_now
 from blogapi.resources import Resources
-from blogapi.security import hash_password
+from blogapi.security import SHA256_HEX_CHARS, hash_password, opaque_token, token_hash
 from blogapi.throttle import client_address
 from blogapi.users import (
     EMAIL_MAX_CHARS,
@@ -46,10 +44,8 @@ from blogapi.users import (
 
 log = logging.getLogger("blogapi")
 
-TOKEN_BYTES = 32
 RESET_TOKEN_MAX_CHARS = 128
 """Ours are 43 characters."""
-SHA256_HEX_CHARS = 64
 INVALID_TOKEN = InvalidToken.default_detail
 TOO_MANY_REQUESTS = "Too many password recovery requests"
 SUBJECT = "Reset your password"
@@ -90,10 +86,6 @@ class PasswordReset(RequestBody):
     new_password: Annotated[
         NewPassword, pydantic.Field(examples=[EXAMPLE_NEW_PASSWORD])
     ]
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def reset_text(link: str) -> str:
@@ -158,7 +150,7 @@ async def send_reset_link(engine: AsyncEngine, email: str) -> None:
     """Issue a token to the active account with this email, if there is one, and mail it
     the link. Runs after the response is sent, so that takes the same time either way;
     failures are logged (never the token), and the caller has had its 202."""
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    token = opaque_token()
     now = utc_now()
     try:
         async with AsyncSession(engine) as session:

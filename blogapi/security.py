@@ -1,5 +1,7 @@
-"""Password hashing and access tokens: pure functions, no FastAPI."""
+"""Password hashing, access tokens and opaque tokens: pure functions, no FastAPI."""
 
+import hashlib
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +23,11 @@ ACCESS_TOKEN_MAX_CHARS = 1024
 """Ours are about 250; anything much longer is not one of them."""
 TOKEN_ID_MAX_CHARS = 64
 """A token's `jti`: ours are 32 hex digits (a uuid4)."""
+SESSION_ID_CHARS = 32
+"""A login session's id, the `sid` of its access tokens: 32 hex digits."""
+OPAQUE_TOKEN_BYTES = 32
+"""Refresh tokens and reset tokens: 256 random bits, 43 characters of base64url."""
+SHA256_HEX_CHARS = 64
 
 PasswordWork = Literal["hash", "verify"]
 _observers: list[Callable[[PasswordWork], None]] = []
@@ -84,25 +91,46 @@ def check_password(password: str, password_hash: str | None) -> PasswordCheck:
     return PasswordCheck(matches=True, new_hash=new_hash)
 
 
+def new_session_id() -> str:
+    return secrets.token_hex(SESSION_ID_CHARS // 2)
+
+
+def opaque_token() -> str:
+    """A token that says nothing: random, to be looked up by its `token_hash`."""
+    return secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)
+
+
+def token_hash(token: str) -> str:
+    """What the database keeps of an opaque token: whoever reads the table can't use it.
+    256 random bits need no salt or slow hash."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class AccessClaims:
-    """What a valid access token says: whose it is, its id, and the user's token version."""
+    """What a valid access token says: whose it is, its id, the user's token version,
+    and the login session (refresh token family) it was issued in."""
 
     user_id: int
     token_id: str
     version: int
+    session_id: str
     expires_at: datetime
 
 
-def create_access_token(user_id: int, version: int) -> str:
+def access_token_lifetime() -> timedelta:
+    return timedelta(minutes=settings.access_token_expire_minutes)
+
+
+def create_access_token(user_id: int, version: int, session_id: str) -> str:
     now = utc_now()
-    expires = now + timedelta(minutes=settings.access_token_expire_minutes)
     claims = {
         "sub": str(user_id),
         "jti": uuid.uuid4().hex,
         "ver": version,
+        "sid": session_id,
         "iat": now,
-        "exp": expires,
+        "exp": now + access_token_lifetime(),
     }
     return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
 
@@ -133,7 +161,7 @@ def _verified_claims(token: str) -> AccessClaims:
         settings.secret_key,
         algorithms=[ALGORITHM],
         options={
-            "require": ["sub", "jti", "ver", "exp", "iat"],
+            "require": ["sub", "jti", "ver", "sid", "exp", "iat"],
             "verify_exp": False,
             "verify_iat": False,
         },
@@ -142,14 +170,20 @@ def _verified_claims(token: str) -> AccessClaims:
         user_id=int(claims["sub"]),
         token_id=str(claims["jti"]),
         version=int(claims["ver"]),
+        session_id=str(claims["sid"]),
         expires_at=datetime.fromtimestamp(claims["exp"], UTC),
     )
     # Values the database could not take would fail the query instead of the token.
     if not (
         0 < verified.user_id <= MAX_ID
         and 0 <= verified.version <= MAX_ID
-        and 0 < len(verified.token_id) <= TOKEN_ID_MAX_CHARS
-        and "\0" not in verified.token_id
+        and all(
+            0 < len(text) <= limit and "\0" not in text
+            for text, limit in (
+                (verified.token_id, TOKEN_ID_MAX_CHARS),
+                (verified.session_id, SESSION_ID_CHARS),
+            )
+        )
     ):
         raise ValueError("a claim is out of range")
     return verified

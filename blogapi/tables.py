@@ -5,11 +5,21 @@ a new table model is added here too, or autogenerate won't see it."""
 from sqlmodel import SQLModel
 
 from blogapi.auth import RevokedToken
+from blogapi.login_sessions import LoginSession, RefreshToken
 from blogapi.password_reset import PasswordResetToken
 from blogapi.posts import Post
 from blogapi.users import User
 from blogapi.votes import Vote
 
-__all__ = ["PasswordResetToken", "Post", "RevokedToken", "User", "Vote", "metadata"]
+__all__ = [
+    "LoginSession",
+    "PasswordResetToken",
+    "Post",
+    "RefreshToken",
+    "RevokedToken",
+    "User",
+    "Vote",
+    "metadata",
+]
 
 metadata = SQLModel.metadata

@@ -27,7 +27,8 @@ from sqlmodel import Session, col, delete, func, select, update
 from blogapi.auth import RevokedToken
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
-from blogapi.model_base import utc_now
+from blogapi.login_sessions import LoginSession
+from blogapi.model_base import MAX_ID, utc_now
 from blogapi.posts import Post
 from blogapi.resources import resources_of
 from blogapi.security import PasswordWork, observing_password_work
@@ -39,7 +40,15 @@ PASSWORD = "correct horse battery"
 engine = build_sync_engine(settings.database_url)
 """The tests' own way into the database, beside the app's async engine."""
 _serial = count(1)
-TABLES = ("votes", "posts", "password_reset_tokens", "users", "revoked_tokens")
+TABLES = (
+    "votes",
+    "posts",
+    "password_reset_tokens",
+    "refresh_tokens",
+    "login_sessions",
+    "users",
+    "revoked_tokens",
+)
 
 
 def empty_tables(database: Engine = engine) -> None:
@@ -69,10 +78,15 @@ def as_others_see(user: dict) -> dict:
     return {"id": user["id"], "created_at": user["created_at"]}
 
 
-def login(client: Client, email: str, password: str = PASSWORD) -> dict[str, str]:
+def log_in(client: Client, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    """The whole answer of a password login: access and refresh tokens."""
     response = client.post("/login", data={"username": email, "password": password})
     assert response.status_code == 200, response.text
-    return bearer(response.json()["access_token"])
+    return response.json()
+
+
+def login(client: Client, email: str, password: str = PASSWORD) -> dict[str, str]:
+    return bearer(log_in(client, email, password)["access_token"])
 
 
 def create_user_and_login(client: Client) -> tuple[dict, dict[str, str]]:
@@ -99,6 +113,29 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def login_session_of(sub: Any) -> str:
+    """The `sid` for a forged token of `sub`: a login session started for that user
+    straight in the database, when `sub` names one, so that the token is refused only
+    for what a test changes in it; otherwise an id that names no session."""
+    session_id = uuid.uuid4().hex
+    if not (isinstance(sub, str) and sub.isdigit() and int(sub) <= MAX_ID):
+        return session_id
+    with Session(engine) as session:
+        user = session.get(User, int(sub))
+        if user is None or user.id is None:
+            return session_id
+        session.add(
+            LoginSession(
+                id=session_id,
+                user_id=user.id,
+                token_version=user.token_version,
+                expires_at=utc_now() + timedelta(days=1),
+            )
+        )
+        session.commit()
+    return session_id
+
+
 def make_token(
     sub: Any,
     *,
@@ -107,7 +144,8 @@ def make_token(
     lifetime: timedelta = timedelta(minutes=5),
     **claims: Any,
 ) -> str:
-    """A JWT like the app's own, signed with the app's key unless told otherwise.
+    """A JWT like the app's own, signed with the app's key unless told otherwise, in a
+    login session of the user `sub` names (see `login_session_of`).
 
     Pass a claim as None to leave it out of the token.
     """
@@ -116,6 +154,7 @@ def make_token(
         "sub": sub,
         "jti": uuid.uuid4().hex,
         "ver": 0,
+        "sid": claims.get("sid") or login_session_of(sub),
         "iat": now,
         "exp": now + lifetime,
         **claims,
@@ -132,6 +171,7 @@ def unsigned_token(sub: Any) -> str:
         "sub": sub,
         "jti": uuid.uuid4().hex,
         "ver": 0,
+        "sid": login_session_of(sub),
         "iat": now,
         "exp": now + 300,
     }

@@ -16,11 +16,13 @@ from tests.factories import (
     create_post,
     create_user,
     create_user_and_login,
+    log_in,
     login,
     vote,
 )
 from tests.test_paging import walk
 from tests.test_query_counts import USER_LOOKUP, recorded_statements
+from tests.test_refresh import assert_invalid_grant, refresh, refreshed, works
 
 
 def disable(
@@ -143,6 +145,28 @@ def test_enabling_again_lets_the_user_log_in_but_old_tokens_stay_dead(
     assert_unauthorized(client.get("/users/me", headers=headers))
     fresh = login(client, user["email"])
     assert client.get("/users/me", headers=fresh).json()["id"] == user["id"]
+
+
+def test_disabling_a_user_ends_every_login_session_for_good(
+    client: TestClient,
+) -> None:
+    """Their refresh tokens stop with their access tokens, and enabling the account
+    again brings none of them back."""
+    user = create_user(client)
+    first, second = log_in(client, user["email"]), log_in(client, user["email"])
+    bystander = log_in(client, create_user(client)["email"])
+    _, admin = create_admin_and_login(client)
+
+    disable(client, admin, user["id"])
+
+    for tokens in (first, second):
+        assert_invalid_grant(refresh(client, tokens["refresh_token"]))
+    disable(client, admin, user["id"], active=True)
+    for tokens in (first, second):
+        assert_invalid_grant(refresh(client, tokens["refresh_token"]))
+        assert not works(client, tokens)
+    assert works(client, refreshed(client, bystander))
+    assert works(client, refreshed(client, log_in(client, user["email"])))
 
 
 def test_a_disabled_user_s_posts_are_hidden_from_all_but_admins_until_enabled(

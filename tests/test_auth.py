@@ -1,5 +1,6 @@
 """/login and the access token rules that every protected route shares."""
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -37,14 +38,18 @@ def test_login_returns_a_bearer_token(client: TestClient) -> None:
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "token_type"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert body["token_type"] == "bearer"
+    assert body["expires_in"] == settings.access_token_expire_minutes * 60 == 15 * 60
+    assert response.headers["cache-control"] == "no-store"
     me = client.get("/users/me", headers=bearer(body["access_token"]))
     assert me.status_code == 200
     assert me.json() == user
 
 
-def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -> None:
+def test_token_is_hs256_with_sub_sid_iat_and_exp_from_settings(
+    client: TestClient,
+) -> None:
     user = create_user(client)
     token = client.post(
         "/login", data={"username": user["email"], "password": PASSWORD}
@@ -53,8 +58,9 @@ def test_token_is_hs256_with_sub_iat_and_exp_from_settings(client: TestClient) -
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = jwt.decode(token, settings.secret_key, algorithms=["HS256"])
     assert claims["sub"] == str(user["id"])
+    assert re.fullmatch("[0-9a-f]{32}", claims["sid"])
     lifetime = claims["exp"] - claims["iat"]
-    assert lifetime == settings.access_token_expire_minutes * 60
+    assert lifetime == settings.access_token_expire_minutes * 60 == 15 * 60
 
 
 def test_login_holds_no_database_slot_while_bcrypt_runs(
@@ -153,7 +159,7 @@ def test_login_with_an_empty_field_is_422_as_its_schema_says(
     """A form's empty field counts as a missing one, so the schema asks for at least one
     character: a client generated from it never sends the form that is refused."""
     form = {"username": "ada@example.com", "password": PASSWORD, empty: ""}
-    fields = client.get("/openapi.json").json()["components"]["schemas"]["LoginForm"]
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["TokenRequest"]
 
     response = client.post("/login", data=form)
 
@@ -162,21 +168,22 @@ def test_login_with_an_empty_field_is_422_as_its_schema_says(
 
 
 @pytest.mark.parametrize(
-    ("grant_type", "status"), [("password", 200), ("", 200), ("null", 422)]
+    ("grant_type", "status"), [("password", 200), ("", 200), ("null", 400)]
 )
-def test_login_grant_type_is_password_or_left_out(
+def test_login_grant_type_is_password_refresh_token_or_left_out(
     client: TestClient, grant_type: str, status: int
 ) -> None:
     """A form can't carry null: the schema has no nullable field, and `grant_type` is
-    `password` (the OAuth2 password grant) or not sent."""
+    `password` (the OAuth2 password grant), `refresh_token`, or not sent; any other is
+    OAuth's 400 `unsupported_grant_type`."""
     create_user(client, email="ada@example.com")
     form = {"grant_type": grant_type, "username": "ada@example.com"}
-    fields = client.get("/openapi.json").json()["components"]["schemas"]["LoginForm"]
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["TokenRequest"]
 
     response = client.post("/login", data={**form, "password": PASSWORD})
 
     assert response.status_code == status, response.text
-    assert fields["properties"]["grant_type"]["const"] == "password"
+    assert fields["properties"]["grant_type"]["enum"] == ["password", "refresh_token"]
     assert [field.get("type") for field in fields["properties"].values()] == [
         "string"
     ] * len(fields["properties"])
@@ -200,6 +207,7 @@ def test_swagger_authorize_points_at_login(client: TestClient) -> None:
     (scheme,) = schemes.values()
     assert scheme["type"] == "oauth2"
     token_url = scheme["flows"]["password"]["tokenUrl"]
+    assert scheme["flows"]["password"]["refreshUrl"] == token_url == "login"
     create_user(client, email="ada@example.com")
     # Swagger UI resolves tokenUrl against the docs page and posts the form there.
     response = client.post(
@@ -322,7 +330,7 @@ def test_token_with_another_algorithm_is_401(
     assert_unauthorized(client.get("/users/me", headers=bearer(token)))
 
 
-@pytest.mark.parametrize("claim", ["sub", "exp", "iat"])
+@pytest.mark.parametrize("claim", ["sub", "jti", "ver", "sid", "exp", "iat"])
 def test_token_missing_a_required_claim_is_401(client: TestClient, claim: str) -> None:
     user = create_user(client)
     claims: dict[str, Any] = {"sub": str(user["id"]), claim: None}
@@ -352,6 +360,9 @@ def test_token_naming_no_possible_user_is_401(client: TestClient, sub: str) -> N
         {"jti": ""},
         {"jti": "x" * 65},
         {"jti": "nul\0inside"},
+        {"sid": ""},
+        {"sid": "x" * 33},
+        {"sid": "nul\0inside"},
     ],
 )
 @pytest.mark.parametrize(

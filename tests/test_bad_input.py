@@ -159,7 +159,12 @@ def assert_unsupported(response: Response, method: str) -> None:
 
 def test_every_json_body_route_is_in_the_document(client: TestClient) -> None:
     assert sorted(json_body_routes(client, 1, 2)) == sorted(
-        [*body_routes(1), ("PATCH", "/users/2"), ("POST", "/password-recovery")]
+        [
+            *body_routes(1),
+            ("PATCH", "/users/2"),
+            ("POST", "/password-recovery"),
+            ("POST", "/logout"),
+        ]
         + [("POST", "/reset-password")]
     )
 

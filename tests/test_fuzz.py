@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, CheckContext, load_all_checks
 from schemathesis.config import SchemathesisConfig
 
+from blogapi.errors import InvalidGrant, InvalidTokenRequest
 from blogapi.main import create_app
 from blogapi.password_reset import INVALID_TOKEN
 from blogapi.security import BCRYPT_MAX_BYTES
@@ -51,6 +52,11 @@ REASONS: dict[tuple[str, int], tuple[str, ...]] = {
     ("PUT /users/me/password", 422): (PASSWORD_TOO_LONG,),
     ("POST /password-recovery", 422): (NOT_AN_EMAIL,),
     ("POST /reset-password", 400): (INVALID_TOKEN,),
+    ("POST /login", 400): (
+        InvalidGrant.default_detail,
+        InvalidTokenRequest.default_detail,
+    ),
+    ("POST /login", 422): ("Field required",),
     ("POST /reset-password", 422): (PASSWORD_TOO_LONG,),
 }
 """The `detail` (a part of each message) of every refusal of a request the schema
@@ -83,7 +89,8 @@ def refused_for_a_listed_reason(
     reasons = REASONS.get((case.operation.label, response.status_code))
     if reasons is None or case.meta is None or case.meta.generation.mode.is_negative:
         return
-    detail = response.json()["detail"]
+    body = response.json()
+    detail = body.get("detail", body.get("error_description"))
     messages = [detail] if isinstance(detail, str) else [e["msg"] for e in detail]
     unlisted = [m for m in messages if not any(reason in m for reason in reasons)]
     assert not unlisted, (

@@ -92,13 +92,15 @@ def test_upgrade_head_builds_keys_cascades_and_indexes(
     schema = inspect(scratch_engine)
     foreign_keys = {
         (table, tuple(fk["constrained_columns"]), fk["referred_table"]): fk["options"]
-        for table in ("posts", "votes")
+        for table in ("posts", "votes", "login_sessions", "refresh_tokens")
         for fk in schema.get_foreign_keys(table)
     }
     assert set(foreign_keys) == {
         ("posts", ("owner_id",), "users"),
         ("votes", ("user_id",), "users"),
         ("votes", ("post_id",), "posts"),
+        ("login_sessions", ("user_id",), "users"),
+        ("refresh_tokens", ("session_id",), "login_sessions"),
     }
     for options in foreign_keys.values():
         assert options.get("ondelete", "").upper() == "CASCADE"
@@ -108,13 +110,19 @@ def test_upgrade_head_builds_keys_cascades_and_indexes(
     ]
     indexes = {
         index["name"]: (index["column_names"], bool(index["unique"]))
-        for table in ("users", "posts", "votes")
+        for table in ("users", "posts", "votes", "login_sessions", "refresh_tokens")
         for index in schema.get_indexes(table)
     }
     assert indexes["ix_users_email"] == (["email"], True)
     assert indexes["ix_posts_created_at_id"] == (["created_at", "id"], False)
     assert indexes["ix_posts_owner_id"] == (["owner_id"], False)
     assert indexes["ix_votes_post_id"] == (["post_id"], False)
+    assert indexes["ix_login_sessions_user_id"] == (["user_id"], False)
+    assert indexes["ix_login_sessions_expires_at"] == (["expires_at"], False)
+    assert indexes["ix_refresh_tokens_session_id"] == (["session_id"], False)
+    assert indexes["ix_refresh_tokens_expires_at"] == (["expires_at"], False)
+    for table, key in (("login_sessions", "id"), ("refresh_tokens", "token_hash")):
+        assert schema.get_pk_constraint(table)["constrained_columns"] == [key]
 
 
 @requires_postgres("SQLite has no timestamp type to check: it stores text")
@@ -124,14 +132,17 @@ def test_timestamps_are_timezone_aware_columns(
     command.upgrade(alembic_config, "head")
 
     schema = inspect(scratch_engine)
-    for table in ("users", "posts", "votes"):
-        (created_at,) = [
-            column
-            for column in schema.get_columns(table)
-            if column["name"] == "created_at"
-        ]
-        assert created_at["type"].timezone is True, table
-        assert created_at["nullable"] is False, table
+    for table, name in (
+        ("users", "created_at"),
+        ("posts", "created_at"),
+        ("votes", "created_at"),
+        ("login_sessions", "created_at"),
+        ("login_sessions", "expires_at"),
+        ("refresh_tokens", "expires_at"),
+    ):
+        (column,) = [c for c in schema.get_columns(table) if c["name"] == name]
+        assert column["type"].timezone is True, (table, name)
+        assert column["nullable"] is False, (table, name)
 
 
 def test_downgrade_base_undoes_everything_and_upgrade_runs_again(
@@ -247,6 +258,83 @@ def test_0005_keeps_every_row_and_never_reuses_an_id_both_ways(
     assert newest == 3
 
 
+USERS_POSTS_AND_VOTES = (
+    (
+        "INSERT INTO users (email, password_hash, created_at) "
+        "VALUES ('a@example.com', 'x', CURRENT_TIMESTAMP), "
+        "('b@example.com', 'x', CURRENT_TIMESTAMP)"
+    ),
+    (
+        "INSERT INTO posts (title, content, published, owner_id, created_at, votes) "
+        "VALUES ('t', 'c', true, 1, CURRENT_TIMESTAMP, 0)"
+    ),
+    "INSERT INTO votes (user_id, post_id, created_at) VALUES (1, 1, CURRENT_TIMESTAMP)",
+)
+A_LOGIN_SESSION = (
+    (
+        "INSERT INTO login_sessions "
+        "(id, user_id, token_version, revoked, created_at, expires_at) "
+        "VALUES ('s1', 1, 0, false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    ),
+    (
+        "INSERT INTO refresh_tokens (token_hash, session_id, spent, expires_at) "
+        "VALUES ('h1', 's1', false, CURRENT_TIMESTAMP)"
+    ),
+)
+
+
+def row_counts(scratch: Engine, tables: tuple[str, ...]) -> list[int]:
+    with scratch.begin() as connection:
+        return [
+            connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in tables
+        ]
+
+
+def test_0006_keeps_every_row_and_id_both_ways(
+    alembic_config: Config, scratch_engine: Engine
+) -> None:
+    """It only adds tables: the users, posts and votes stay, and so do their ids."""
+    command.upgrade(alembic_config, "0005")
+    with scratch_engine.begin() as connection:
+        for statement in (*USERS_POSTS_AND_VOTES, "DELETE FROM users WHERE id = 2"):
+            connection.execute(text(statement))
+
+    command.upgrade(alembic_config, "0006")
+    with scratch_engine.begin() as connection:
+        for statement in A_LOGIN_SESSION:
+            connection.execute(text(statement))
+    assert row_counts(scratch_engine, ("users", "posts", "votes")) == [1, 1, 1]
+    assert row_counts(scratch_engine, ("login_sessions", "refresh_tokens")) == [1, 1]
+    command.downgrade(alembic_config, "0005")
+
+    assert row_counts(scratch_engine, ("users", "posts", "votes")) == [1, 1, 1]
+    assert "login_sessions" not in inspect(scratch_engine).get_table_names()
+    with scratch_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (email, password_hash, created_at) "
+                "VALUES ('c@example.com', 'x', CURRENT_TIMESTAMP)"
+            )
+        )
+        assert connection.execute(text("SELECT max(id) FROM users")).scalar() == 3
+    command.upgrade(alembic_config, "0006")
+    assert row_counts(scratch_engine, ("users", "login_sessions")) == [2, 0]
+
+
+def test_a_deleted_user_takes_their_sessions_and_refresh_tokens(
+    alembic_config: Config, scratch_engine: Engine
+) -> None:
+    """ON DELETE CASCADE, two levels deep, as the schema the migrations build has it."""
+    command.upgrade(alembic_config, "head")
+    with scratch_engine.begin() as connection:
+        for statement in (*USERS_POSTS_AND_VOTES, *A_LOGIN_SESSION):
+            connection.execute(text(statement))
+        connection.execute(text("DELETE FROM users WHERE id = 1"))
+
+    assert row_counts(scratch_engine, ("login_sessions", "refresh_tokens")) == [0, 0]
+
+
 def test_every_downgrade_keeps_the_rows_it_does_not_own(
     alembic_config: Config, scratch_engine: Engine
 ) -> None:
@@ -267,6 +355,7 @@ def test_every_downgrade_keeps_the_rows_it_does_not_own(
                 "INSERT INTO votes (user_id, post_id, created_at) "
                 "VALUES (1, 1, CURRENT_TIMESTAMP)"
             ),
+            *A_LOGIN_SESSION,
         ):
             connection.execute(text(statement))
     script = ScriptDirectory.from_config(alembic_config)

@@ -28,11 +28,13 @@ from tests.factories import (
     create_user,
     create_user_and_login,
     engine,
+    log_in,
     login,
 )
 from tests.mailbox import Inbox, smtp_server
 from tests.servers import free_port
 from tests.test_query_counts import recorded_statements
+from tests.test_refresh import assert_invalid_grant, refresh, refreshed, works
 
 PUBLIC_URL = "https://blog.example.com"
 NEW_PASSWORD = "a brand new password"
@@ -110,6 +112,23 @@ def test_the_link_arrives_and_sets_the_password(
     assert wrong.status_code == 403
     headers = login(client, user["email"], NEW_PASSWORD)
     assert client.get("/users/me", headers=headers).json() == user
+
+
+def test_a_reset_ends_every_login_session_of_the_user(
+    client: TestClient, inbox: Inbox
+) -> None:
+    user = create_user(client)
+    first, second = log_in(client, user["email"]), log_in(client, user["email"])
+    bystander = log_in(client, create_user(client)["email"])
+    recover(client, user["email"])
+
+    assert reset(client, inbox.token()).status_code == 204
+
+    for tokens in (first, second):
+        assert_invalid_grant(refresh(client, tokens["refresh_token"]))
+        assert not works(client, tokens)
+    assert works(client, refreshed(client, bystander))
+    assert works(client, refreshed(client, log_in(client, user["email"], NEW_PASSWORD)))
 
 
 def test_only_a_hash_of_the_token_is_stored(client: TestClient, inbox: Inbox) -> None:

@@ -100,3 +100,20 @@ def test_vote_updates_the_count_and_reads_nothing_back(
     # The vote row's INSERT or DELETE; the database's trigger changes the count.
     assert len(statements) == USER_LOOKUP + 1, statements
     assert len(selects(statements)) == USER_LOOKUP, statements
+
+
+def test_authenticating_is_one_statement_that_checks_the_login_session(
+    client: TestClient,
+) -> None:
+    """The token's user, its login session (refresh token family) not ended, and its
+    own id not revoked: one SELECT, not one per check."""
+    _, headers = create_user_and_login(client)
+
+    with recorded_statements(client) as statements:
+        response = client.get("/users/me", headers=headers)
+
+    assert response.status_code == 200, response.text
+    (statement,) = statements
+    assert statement.lstrip().upper().startswith("SELECT")
+    assert "login_sessions" in statement
+    assert "revoked_tokens" in statement

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from blogapi.config import (
     MIN_SECRET_KEY_LENGTH,
+    REFRESH_TOKEN_DAYS_NEEDED,
     SECRET_KEY_NEEDED,
     MissingSecretKey,
     Settings,
@@ -214,6 +215,37 @@ def test_values_come_from_a_dotenv_file(tmp_path: Path) -> None:
     assert settings.secret_key == GOOD_KEY
     assert settings.access_token_expire_minutes == 5
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_access_tokens_last_15_minutes_and_refresh_tokens_30_days_by_default() -> None:
+    defaults = load(secret_key=GOOD_KEY)
+
+    assert defaults.access_token_expire_minutes == 15
+    assert defaults.refresh_token_expire_days == 30
+
+
+@pytest.mark.parametrize("given", ["1", "7", "365"])
+def test_refresh_token_expire_days_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.setenv("REFRESH_TOKEN_EXPIRE_DAYS", given)
+
+    assert load().refresh_token_expire_days == int(given)
+
+
+@pytest.mark.parametrize("given", ["0", "-1", "366", "1.5", "30d", "", "1e9"])
+def test_a_bad_refresh_token_expire_days_says_what_to_set_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.setenv("REFRESH_TOKEN_EXPIRE_DAYS", given)
+
+    with pytest.raises(ValidationError) as failure:
+        load()
+
+    (error,) = failure.value.errors()
+    assert error["msg"] == f"Value error, {REFRESH_TOKEN_DAYS_NEEDED}"
+    assert "\n" not in REFRESH_TOKEN_DAYS_NEEDED
+    assert "e.g. 30" in REFRESH_TOKEN_DAYS_NEEDED
 
 
 @pytest.mark.parametrize(
