@@ -6,9 +6,12 @@ the one TEST_REDIS_URL names, so the shared keys of the other tests are never to
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 
 
 def redis_test_url() -> str | None:
@@ -37,3 +40,17 @@ def patient(url: str) -> str:
     connect (the app lets logins through unthrottled when Redis does not answer)."""
     separator = "&" if "?" in url else "?"
     return f"{url}{separator}socket_connect_timeout=30&socket_timeout=30"
+
+
+@contextmanager
+def emptied_next_database() -> Iterator[str]:
+    """The (patient) URL of the database numbered after TEST_REDIS_URL's, emptied before
+    and after: for servers that share their counts there, from a clean start."""
+    url = patient(next_database(redis_test_url() or ""))
+    store = redis.Redis.from_url(url)
+    store.flushdb()
+    try:
+        yield url
+    finally:
+        store.flushdb()
+        store.close()

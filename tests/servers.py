@@ -399,3 +399,13 @@ def vote_rows(database_url: str) -> set[tuple[int, int]]:
             return {(user, post) for user, post in rows}
     finally:
         engine.dispose()
+
+
+def post_ids(database_url: str) -> set[int]:
+    """The id of every post in the posts table."""
+    engine = _inspection_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return set(connection.execute(text("SELECT id FROM posts")).scalars())
+    finally:
+        engine.dispose()

@@ -493,6 +493,39 @@ def test_nginx_proxies_to_the_app_with_forwarded_headers() -> None:
     assert re.search(r"listen 80;", conf) and "server_name" in conf
 
 
+def test_the_site_for_several_instances_retries_only_what_is_safe() -> None:
+    """tests/test_balancer.py runs it with a real nginx (on the PostgreSQL run, with
+    Redis); this checks the file wherever the suite runs."""
+    from gunicorn.config import Config
+
+    conf = re.sub(r"#.*", "", (ROOT / "deploy" / "nginx-upstreams.conf").read_text())
+    servers = re.findall(
+        r"^\s*server 127\.0\.0\.1:\d+ max_fails=\d+ fail_timeout=\d+s;$",
+        conf,
+        re.MULTILINE,
+    )
+    assert len(servers) == 3
+    assert re.search(r"proxy_pass http://blogapi;", conf)
+    assert re.search(
+        r"proxy_next_upstream error timeout http_502 http_503 http_504;", conf
+    )
+    assert "non_idempotent" not in conf, (
+        "a POST that reached an instance is never resent"
+    )
+    assert re.search(r"proxy_next_upstream_tries \d+;", conf)
+    assert re.search(r"proxy_next_upstream_timeout \d+s;", conf)
+    assert re.search(r"^\s*keepalive \d+;", conf, re.MULTILINE)
+    assert re.search(r'proxy_set_header Connection "";', conf)
+    # nginx lets an idle connection go before gunicorn does (its --keep-alive; the server
+    # sets none), so nginx never sends a request on a connection the instance is closing.
+    idle = re.search(r"keepalive_timeout (\d+)s;", conf)
+    assert idle and int(idle.group(1)) < Config().keepalive
+    assert "--keep-alive" not in (ROOT / "blogapi" / "server.py").read_text()
+    assert re.search(r"proxy_set_header X-Forwarded-For \$remote_addr;", conf)
+    assert re.search(r"proxy_set_header X-Forwarded-Proto \$scheme;", conf)
+    assert re.search(r"^\s*listen 80;", conf, re.MULTILINE) and "server_name" in conf
+
+
 def test_requirements_are_pinned_and_installed_here_at_those_versions() -> None:
     """The suite runs on the versions the image installs (a plain pin list, or a
     pip-compile lock file with hashes)."""

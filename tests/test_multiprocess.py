@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
 from tests.factories import (
     PASSWORD,
@@ -21,12 +20,7 @@ from tests.factories import (
     login,
     vote,
 )
-from tests.redis_server import (
-    next_database,
-    patient,
-    redis_test_url,
-    requires_redis,
-)
+from tests.redis_server import emptied_next_database, requires_redis
 from tests.servers import (
     requires_postgres,
     running_servers,
@@ -45,14 +39,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def shared_redis() -> Iterator[str]:
-    url = patient(next_database(redis_test_url() or ""))
-    store = redis.Redis.from_url(url)
-    store.flushdb()
-    try:
+    with emptied_next_database() as url:
         yield url
-    finally:
-        store.flushdb()
-        store.close()
 
 
 @pytest.fixture(scope="module")
