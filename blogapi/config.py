@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, get_args
 from urllib.parse import urlsplit
@@ -60,6 +61,12 @@ REFRESH_TOKEN_DAYS_NEEDED = (
 )
 
 
+SENTRY_DSN_EXAMPLE = "https://<public key>@o0.ingest.sentry.io/<project id>"
+
+OTLP_PROTOCOL = "http/protobuf"
+"""The one OTLP transport shipped (opentelemetry-exporter-otlp-proto-http)."""
+
+
 class SettingsError(ValueError):
     """Settings that can't be used: one line per problem, naming the variable; never
     its value."""
@@ -69,8 +76,84 @@ class MissingSecretKey(SettingsError):
     pass
 
 
+def _first_set(environ: Mapping[str, str], *names: str) -> tuple[str, str]:
+    """The first of `names` set to something, and its value; else the last, and ""."""
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            return name, value
+    return names[-1], ""
+
+
+def traces_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether to export traces (blogapi.tracing). OpenTelemetry's variables are the
+    SDK's own, read from the environment as the SDK reads them (not from `.env`), so
+    they are not settings here. An OTLP endpoint turns traces on; OTEL_SDK_DISABLED=true
+    or OTEL_TRACES_EXPORTER=none turns them off."""
+    _, endpoint = _first_set(
+        environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    return bool(endpoint) and not disabled and exporter != "none"
+
+
+def otel_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """What is wrong with the OpenTelemetry variables while traces are on, in one line."""
+    if not traces_requested(environ):
+        return None
+    _, exporter = _first_set(environ, "OTEL_TRACES_EXPORTER")
+    if exporter.lower() not in ("", "otlp"):
+        return (
+            f"OTEL_TRACES_EXPORTER={exporter} is not supported: "
+            "use otlp (the default) or none"
+        )
+    name, protocol = _first_set(
+        environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    if protocol not in ("", OTLP_PROTOCOL):
+        return (
+            f"{name}={protocol} is not supported: blogapi ships the OTLP exporter "
+            f"over HTTP only, so use {OTLP_PROTOCOL} (the default, on a collector's "
+            "port 4318)"
+        )
+    name, endpoint = _first_set(
+        environ, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not _is_http_url(endpoint):
+        return f"{name} must be an http(s) URL, e.g. http://otel-collector:4318"
+    return None
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def sentry_dsn_problem(dsn: str) -> str | None:
+    """What keeps `dsn` from being a Sentry DSN, in one line that doesn't repeat it."""
+    if not _is_http_url(dsn):
+        missing = "an http(s) scheme and a host"
+    elif not urlsplit(dsn).username:
+        missing = "a public key before the @"
+    elif not urlsplit(dsn).path.rstrip("/").rpartition("/")[2].isdigit():
+        missing = "a project id at the end of its path"
+    else:
+        return None
+    return (
+        f"SENTRY_DSN needs {missing}: copy the project's DSN from Sentry, "
+        f"e.g. {SENTRY_DSN_EXAMPLE}"
+    )
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An invalid value is never echoed back: it may be a secret (SECRET_KEY, SENTRY_DSN).
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///./blogapi.db"
     secret_key: str = ""
@@ -115,6 +198,9 @@ class Settings(BaseSettings):
         ),
         description="The commit this code was built from; else the git checkout's HEAD",
     )
+    sentry_dsn: SecretStr = SecretStr("")
+    """Where to report unhandled errors (blogapi.error_reports); none when empty."""
+    sentry_environment: str = Field(default="production", min_length=1)
 
     @field_validator("database_url")
     @classmethod
@@ -166,6 +252,14 @@ class Settings(BaseSettings):
             raise ValueError(REFRESH_TOKEN_DAYS_NEEDED)
         return days
 
+    @field_validator("sentry_dsn")
+    @classmethod
+    def check_sentry_dsn(cls, dsn: SecretStr) -> SecretStr:
+        problem = dsn.get_secret_value() and sentry_dsn_problem(dsn.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return dsn
+
     @field_validator("secret_key")
     @classmethod
     def long_enough(cls, key: str) -> str:
@@ -195,6 +289,20 @@ class Settings(BaseSettings):
                 "EMAILS_FROM (the sender, e.g. blog@example.com) must be set too"
             )
         return self
+
+    @model_validator(mode="after")
+    def check_otel_variables(self) -> "Settings":
+        """OpenTelemetry's variables are the SDK's, not settings; they are checked here
+        so that a wrong one stops the start as any wrong setting does."""
+        problem = otel_problem()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def reports_errors(self) -> bool:
+        """Whether unhandled errors go to Sentry (SENTRY_DSN is set)."""
+        return bool(self.sentry_dsn.get_secret_value())
 
     @property
     def email_links_url(self) -> str:

@@ -3,12 +3,13 @@
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from blogapi import (
     __version__,
@@ -21,7 +22,12 @@ from blogapi import (
     reset_page,
     votes,
 )
-from blogapi.config import SettingsError, print_settings_error, settings
+from blogapi.config import (
+    SettingsError,
+    print_settings_error,
+    settings,
+    traces_requested,
+)
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
 from blogapi.error_handlers import install_error_handlers
@@ -34,13 +40,16 @@ from blogapi.middleware import (
     SecurityHeaders,
 )
 from blogapi.migration_state import MigrationState
-from blogapi.request_log import RequestLog, configure_logging
+from blogapi.request_log import ErrorReporter, RequestLog, configure_logging
 from blogapi.resources import AppResources
 from blogapi.security import dummy_hash
 from blogapi.throttle import build_attempt_throttle
 
 WORKER_BOOT_ERROR = 3
 """The exit status gunicorn takes for a worker that can never start."""
+
+if TYPE_CHECKING:
+    from blogapi.tracing import Tracing
 
 
 @asynccontextmanager
@@ -54,16 +63,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         os._exit(WORKER_BOOT_ERROR)
     await anyio.to_thread.run_sync(dummy_hash)
     login_throttle = build_attempt_throttle()
+    engine = build_engine(settings.database_url)
     resources = AppResources(
-        engine=build_engine(settings.database_url),
+        engine=engine,
         connection_line=anyio.Lock(),
         login_throttle=login_throttle,
         recovery_throttle=login_throttle.for_purpose("password-recovery"),
         migrations=MigrationState.of_this_code(migrating=settings.migrate_on_start),
         commit=health.running_commit(),
+        tracing=_start_tracing(engine) if traces_requested() else None,
     )
     app.state.resources = resources
     try:
+        _start_error_reports(resources.commit)
         async with anyio.create_task_group() as background:
             if settings.migrate_on_start:
                 # Until they are applied, the session dependency answers 503.
@@ -75,6 +87,46 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await login_throttle.store.close()
         finally:
             await resources.engine.dispose()
+            await anyio.to_thread.run_sync(_flush_telemetry, resources)
+
+
+# Traces and error reports: their modules, and so OpenTelemetry's SDK and sentry_sdk,
+# are imported only when they are configured (docs/telemetry.md).
+
+
+def _start_tracing(engine: AsyncEngine) -> "Tracing":
+    from blogapi.tracing import start_tracing
+
+    return start_tracing(engine)
+
+
+def _start_error_reports(commit: str | None) -> None:
+    if settings.reports_errors:
+        from blogapi.error_reports import start_error_reports
+
+        start_error_reports(
+            settings.sentry_dsn.get_secret_value(), settings.sentry_environment, commit
+        )
+
+
+def _error_reporter() -> ErrorReporter | None:
+    if not settings.reports_errors:
+        return None
+    from blogapi.error_reports import report_error
+
+    return report_error
+
+
+def _flush_telemetry(resources: AppResources) -> None:
+    """Send the spans and error reports still queued, and stop their threads."""
+    try:
+        if resources.tracing is not None:
+            resources.tracing.shutdown()
+    finally:
+        if settings.reports_errors:
+            from blogapi.error_reports import stop_error_reports
+
+            stop_error_reports()
 
 
 WELCOME = {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
@@ -108,6 +160,8 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
         generate_unique_id_function=operation_id,
+        # FastAPI's own spans would carry the query string: blogapi.tracing makes them.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(RetryConflicts)
     app.add_middleware(
@@ -121,8 +175,12 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(OptionalTrailingSlash)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, report_error=_error_reporter())
     app.add_middleware(SecurityHeaders)
+    if traces_requested():
+        from blogapi.tracing import install_tracing
+
+        install_tracing(app)
     install_error_handlers(app)
     install_docs(app)
 

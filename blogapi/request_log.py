@@ -6,11 +6,12 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from blogapi.middleware import HttpMiddleware
 
@@ -18,6 +19,9 @@ log = logging.getLogger("blogapi.requests")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+ErrorReporter = Callable[[BaseException, str, Scope], None]
+"""Reports an unhandled error with the request id (blogapi.error_reports)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -51,9 +55,13 @@ def configure_logging(log_format: Literal["text", "json"]) -> None:
 class RequestLog(HttpMiddleware):
     """Logs method, path (never the query string), status, duration and request id.
 
-    An error nothing else handled is logged here, once, and answered with a JSON 500
-    that still carries the request id.
+    An error nothing else handled is logged here, once, reported (when an error
+    reporter is given), and answered with a JSON 500 that still carries the request id.
     """
+
+    def __init__(self, app: ASGIApp, report_error: ErrorReporter | None = None) -> None:
+        super().__init__(app)
+        self.report_error = report_error
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -74,8 +82,10 @@ class RequestLog(HttpMiddleware):
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as error:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if self.report_error is not None:
+                self.report_error(error, request_id, scope)
             if status is not None:
                 raise
             failure = JSONResponse({"detail": "Internal server error"}, status_code=500)

@@ -2,7 +2,7 @@
 the lifespan (blogapi.main) and reached through the `Resources` dependency."""
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 from fastapi import Depends, Request
@@ -11,6 +11,9 @@ from starlette.applications import Starlette
 
 from blogapi.migration_state import MigrationState
 from blogapi.throttle import AttemptThrottle
+
+if TYPE_CHECKING:
+    from blogapi.tracing import Tracing
 
 
 @dataclass
@@ -24,6 +27,8 @@ class AppResources:
     migrations: MigrationState
     commit: str | None
     """The commit this process runs, resolved once at start (see /health)."""
+    tracing: "Tracing | None" = None
+    """This worker's tracer provider, when traces are exported (blogapi.tracing)."""
 
     def require_ready(self) -> None:
         """The one readiness gate for the database: 503 until the migrations are applied."""
