@@ -33,7 +33,11 @@ from blogapi.migration_state import MigrationState
 from blogapi.request_log import RequestLog, configure_logging
 from blogapi.resources import AppResources
 from blogapi.security import dummy_hash
-from blogapi.throttle import build_attempt_throttle
+from blogapi.throttle import (
+    AttemptThrottle,
+    SignupThrottle,
+    build_attempt_store,
+)
 
 WORKER_BOOT_ERROR = 3
 """The exit status gunicorn takes for a worker that can never start."""
@@ -49,12 +53,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         print_settings_error(error)
         os._exit(WORKER_BOOT_ERROR)
     await anyio.to_thread.run_sync(dummy_hash)
-    login_throttle = build_attempt_throttle()
+    store = build_attempt_store()
+    login_throttle = AttemptThrottle(store)
     resources = AppResources(
         engine=build_engine(settings.database_url),
         connection_line=anyio.Lock(),
         login_throttle=login_throttle,
         recovery_throttle=login_throttle.for_purpose("password-recovery"),
+        signup_throttle=SignupThrottle(store),
         migrations=MigrationState.of_this_code(migrating=settings.migrate_on_start),
         commit=health.running_commit(),
     )
@@ -68,7 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.cancel_scope.cancel()
     finally:
         try:
-            await login_throttle.store.close()
+            await store.close()
         finally:
             await resources.engine.dispose()
 
@@ -112,7 +118,8 @@ def create_app() -> FastAPI:
     async def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    for feature in (auth, accounts, password_reset, admin, posts, votes, health):
+    features = (auth, accounts, password_reset, admin, posts, votes, health)
+    for feature in features:
         app.include_router(feature.router)
     return app
 

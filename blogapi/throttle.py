@@ -1,5 +1,5 @@
 """Throttling attempts per account and per client address: failed logins, and
-password recovery requests counted apart.
+password recovery requests counted apart; and registrations per client network.
 
 Every attempt is counted before its password is checked, so parallel guesses
 can't slip past the limit while bcrypt runs; a successful login takes its attempt back.
@@ -8,11 +8,14 @@ machines; otherwise they live in this process's memory, and each worker counts a
 (so the real limit is the setting times the number of workers).
 """
 
+import ipaddress
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+import anyio
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -24,6 +27,9 @@ log = logging.getLogger("blogapi")
 
 KEY_PREFIX = "blogapi:login-attempts:"
 MEMORY_PRUNE_SIZE = 10_000
+IPV6_NETWORK_BITS = 64
+"""An IPv6 client is counted by its /64: the least a subscriber or a server is given,
+and any address in it is theirs to pick."""
 
 # Take one attempt back, but never bring back a key whose window has ended.
 _UNCOUNT_ATTEMPT = (
@@ -83,7 +89,8 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Counts in Redis; while Redis is unreachable, logins are let through unthrottled."""
+    """Counts in Redis; while Redis is unreachable, requests are let through
+    unthrottled."""
 
     def __init__(self, url: str) -> None:
         self._redis = redis.Redis.from_url(
@@ -94,9 +101,7 @@ class RedisStore:
         try:
             return await pipeline.execute()
         except RedisError:
-            log.warning(
-                "login throttle: Redis unavailable, not throttling", exc_info=True
-            )
+            log.warning("throttle: Redis unavailable, not throttling", exc_info=True)
             return None
 
     async def add(
@@ -181,11 +186,62 @@ class AttemptThrottle:
         await self.store.take_back(keys["address"])
 
 
+class SignupThrottle:
+    """Refuses a registration once SIGNUP_MAX_PER_ADDRESS have been made from the same
+    client network (`client_network`) in the window of SIGNUP_WINDOW_SECONDS that the
+    first of them started.
+
+    Only registrations that succeed count: each is counted before its password is
+    hashed, so parallel sign-ups can't pass the limit, and taken back when it fails (a
+    taken email, the database unavailable, the client gone) or is refused."""
+
+    PURPOSE = "signup"
+
+    def __init__(self, store: AttemptStore) -> None:
+        self.store = store
+        self.window = settings.signup_window_seconds
+        self.limit = settings.signup_max_per_address
+
+    @asynccontextmanager
+    async def registering(self, host: str) -> AsyncIterator[None]:
+        """Count a registration from `host` for the block's duration; TooManyAttempts
+        when it is one too many, and the count taken back when the block raises."""
+        key = f"{self.PURPOSE}:address:{client_network(host)}"
+        [(registrations, seconds_left)] = await self.store.add([key], self.window)
+        if registrations > self.limit:
+            await self.store.take_back(key)
+            raise TooManyAttempts("Too many sign-ups from this address", seconds_left)
+        try:
+            yield
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.store.take_back(key)
+            raise
+
+
 def client_address(request: Request) -> str:
+    """The client's address: the peer's, or the one a trusted proxy forwarded
+    (FORWARDED_ALLOW_IPS: the server rewrites `request.client` from X-Forwarded-For)."""
     return request.client.host if request.client else "unknown"
 
 
-def build_attempt_throttle() -> AttemptThrottle:
-    return AttemptThrottle(
-        RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
-    )
+def client_network(host: str) -> str:
+    """What a per-address limit counts for a client at `host`: an IPv4 address as it
+    is; an IPv6 address by its /64 network (an IPv4-mapped one as its IPv4 address);
+    anything else (a Unix socket's peer, a test client's name) as it is."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    network = ipaddress.IPv6Network((address.packed, IPV6_NETWORK_BITS), strict=False)
+    return str(network)
+
+
+def build_attempt_store() -> AttemptStore:
+    """Redis when REDIS_URL is set, else this process's memory: one store for every
+    throttle of the app."""
+    return RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -63,20 +64,44 @@ def requires_postgres(why: str) -> pytest.MarkDecorator:
 class ServerProcess:
     """`python -m blogapi` in its own process group, serving on 127.0.0.1:<free port>."""
 
-    def __init__(self, database_url: str, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workers: int = 1,
+        *,
+        reload: bool = False,
+        dotenv: str = "",
+        **env: str,
+    ) -> None:
+        """`reload`: the development server (`--reload`, uvicorn) instead of gunicorn;
+        `dotenv`: the text of a `.env` file in its working directory."""
         self.database_url = database_url
         self.workers = workers
+        self.reload = reload
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.folder = Path(tempfile.mkdtemp(prefix="blogapi-server-"))
         self.log = self.folder / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        if dotenv:
+            (self.folder / ".env").write_text(dotenv)
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> Self:
         self.launch()
         self.wait_until_healthy()
         return self
+
+    def __enter__(self) -> Self:
+        """Started, and closed when the block ends."""
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def launch(self) -> None:
         """Start the process without waiting for it to serve."""
@@ -91,10 +116,13 @@ class ServerProcess:
             "DATABASE_URL": self.database_url,
             "SECRET_KEY": SECRET_KEY,
             "BCRYPT_ROUNDS": "4",
+            "SIGNUP_MAX_PER_ADDRESS": os.environ["SIGNUP_MAX_PER_ADDRESS"],
             **self.env,
         }
         command = [sys.executable, "-m", "blogapi", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--workers", str(self.workers)]
+        if self.reload:
+            command.append("--reload")
         with self.log.open("ab") as log:
             # The folder as working directory: no stray .env or blogapi.db is picked up.
             self.process = subprocess.Popen(
