@@ -13,6 +13,7 @@ from blogapi import (
     accounts,
     admin,
     auth,
+    export,
     health,
     password_reset,
     posts,
@@ -35,6 +36,7 @@ from blogapi.resources import AppResources
 from blogapi.security import dummy_hash
 from blogapi.throttle import (
     AttemptThrottle,
+    OneAtATime,
     SignupThrottle,
     build_attempt_store,
 )
@@ -61,6 +63,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         login_throttle=login_throttle,
         recovery_throttle=login_throttle.for_purpose("password-recovery"),
         signup_throttle=SignupThrottle(store),
+        exports=OneAtATime(store, "export", export.CLAIM_SECONDS),
         migrations=MigrationState.of_this_code(migrating=settings.migrate_on_start),
         commit=health.running_commit(),
     )
@@ -118,7 +121,7 @@ def create_app() -> FastAPI:
     async def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    features = (auth, accounts, password_reset, admin, posts, votes, health)
+    features = (auth, accounts, export, password_reset, admin, posts, votes, health)
     for feature in features:
         app.include_router(feature.router)
     return app

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from blogapi.migration_state import MigrationState
-from blogapi.throttle import AttemptThrottle, SignupThrottle
+from blogapi.throttle import AttemptThrottle, OneAtATime, SignupThrottle
 
 
 @dataclass
@@ -23,6 +23,8 @@ class AppResources:
     """Password recovery requests, counted apart from logins in the same store."""
     signup_throttle: SignupThrottle
     """Registrations per client network, in the same store."""
+    exports: OneAtATime
+    """One data export at a time per user, claimed in the same store."""
     migrations: MigrationState
     commit: str | None
     """The commit this process runs, resolved once at start (see /health)."""

@@ -1,15 +1,17 @@
 """Throttling attempts per account and per client address: failed logins, and
-password recovery requests counted apart; and registrations per client network.
+password recovery requests counted apart; registrations per client network; and
+claims that let one run of a thing (a user's data export) go at a time.
 
 Every attempt is counted before its password is checked, so parallel guesses
 can't slip past the limit while bcrypt runs; a successful login takes its attempt back.
-With REDIS_URL set, counts live in Redis and so hold across worker processes and
-machines; otherwise they live in this process's memory, and each worker counts alone
+With REDIS_URL set, counts and claims live in Redis and so hold across worker processes
+and machines; otherwise they live in this process's memory, and each worker counts alone
 (so the real limit is the setting times the number of workers).
 """
 
 import ipaddress
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +28,7 @@ from blogapi.errors import TooManyAttempts
 log = logging.getLogger("blogapi")
 
 KEY_PREFIX = "blogapi:login-attempts:"
+CLAIM_PREFIX = "blogapi:claims:"
 MEMORY_PRUNE_SIZE = 10_000
 IPV6_NETWORK_BITS = 64
 """An IPv6 client is counted by its /64: the least a subscriber or a server is given,
@@ -34,6 +37,15 @@ and any address in it is theirs to pick."""
 # Take one attempt back, but never bring back a key whose window has ended.
 _UNCOUNT_ATTEMPT = (
     "if redis.call('exists', KEYS[1]) == 1 then redis.call('decr', KEYS[1]) end"
+)
+# Touch a claim only while it is still the caller's (it may have expired and been
+# taken by another meanwhile).
+_EXTEND_CLAIM = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "redis.call('expire', KEYS[1], ARGV[2]) end"
+)
+_RELEASE_CLAIM = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end"
 )
 
 
@@ -49,6 +61,19 @@ class AttemptStore(Protocol):
 
     async def reset(self, key: str) -> None: ...
 
+    async def claim(self, key: str, token: str, seconds: int) -> bool:
+        """Hold `key` for `seconds` under `token` unless another holds it; whether it
+        is now held by `token`."""
+        ...
+
+    async def extend(self, key: str, token: str, seconds: int) -> None:
+        """Hold `key` for `seconds` more from now, if `token` still holds it."""
+        ...
+
+    async def release(self, key: str, token: str) -> None:
+        """Let go of `key`, if `token` still holds it."""
+        ...
+
     async def close(self) -> None:
         """Let go of what the store holds open, at shutdown."""
         ...
@@ -60,6 +85,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._windows: dict[str, tuple[int, float]] = {}
+        self._claims: dict[str, tuple[str, float]] = {}
 
     async def add(
         self, keys: Sequence[str], window_seconds: int
@@ -84,13 +110,32 @@ class MemoryStore:
     async def reset(self, key: str) -> None:
         self._windows.pop(key, None)
 
+    async def claim(self, key: str, token: str, seconds: int) -> bool:
+        now = time.monotonic()
+        holder = self._claims.get(key)
+        if holder is not None and holder[1] > now:
+            return False
+        self._claims[key] = (token, now + seconds)
+        return True
+
+    async def extend(self, key: str, token: str, seconds: int) -> None:
+        holder = self._claims.get(key)
+        if holder is not None and holder[0] == token:
+            self._claims[key] = (token, time.monotonic() + seconds)
+
+    async def release(self, key: str, token: str) -> None:
+        holder = self._claims.get(key)
+        if holder is not None and holder[0] == token:
+            del self._claims[key]
+
     async def close(self) -> None:
         self._windows.clear()
+        self._claims.clear()
 
 
 class RedisStore:
-    """Counts in Redis; while Redis is unreachable, requests are let through
-    unthrottled."""
+    """Counts and claims in Redis; while Redis is unreachable, requests are let through
+    unthrottled (and claims granted)."""
 
     def __init__(self, url: str) -> None:
         self._redis = redis.Redis.from_url(
@@ -131,6 +176,22 @@ class RedisStore:
     async def reset(self, key: str) -> None:
         pipeline = self._redis.pipeline()
         pipeline.delete(KEY_PREFIX + key)
+        await self._run(pipeline)
+
+    async def claim(self, key: str, token: str, seconds: int) -> bool:
+        pipeline = self._redis.pipeline()
+        pipeline.set(CLAIM_PREFIX + key, token, nx=True, ex=seconds)
+        result = await self._run(pipeline)
+        return result is None or bool(result[0])
+
+    async def extend(self, key: str, token: str, seconds: int) -> None:
+        pipeline = self._redis.pipeline()
+        pipeline.eval(_EXTEND_CLAIM, 1, CLAIM_PREFIX + key, token, seconds)
+        await self._run(pipeline)
+
+    async def release(self, key: str, token: str) -> None:
+        pipeline = self._redis.pipeline()
+        pipeline.eval(_RELEASE_CLAIM, 1, CLAIM_PREFIX + key, token)
         await self._run(pipeline)
 
     async def close(self) -> None:
@@ -219,6 +280,50 @@ class SignupThrottle:
             raise
 
 
+class OneAtATime:
+    """Lets one run of `purpose` (a data export, say) go at a time per subject (a
+    user's id), across every worker and machine when the store is Redis.
+
+    A claim lasts `seconds` unless extended, so one left by a process that died is
+    free again after that; while Redis is unreachable every claim is granted."""
+
+    def __init__(self, store: AttemptStore, purpose: str, seconds: int) -> None:
+        self.store = store
+        self.purpose = purpose
+        self.seconds = seconds
+
+    def key(self, subject: str) -> str:
+        return f"{self.purpose}:{subject}"
+
+    async def claim(self, subject: str) -> "Claim | None":
+        """The claim on `subject`, or None while another holds it."""
+        token = secrets.token_hex(16)
+        if not await self.store.claim(self.key(subject), token, self.seconds):
+            return None
+        return Claim(self, subject, token)
+
+
+class Claim:
+    """One held claim: extend it while the work goes on, release it when it ends."""
+
+    def __init__(self, owner: OneAtATime, subject: str, token: str) -> None:
+        self._owner = owner
+        self._key = owner.key(subject)
+        self._token = token
+        self._extended = time.monotonic()
+
+    async def keep(self) -> None:
+        """Extend the claim once a third of its time has gone by since it was last."""
+        if time.monotonic() - self._extended < self._owner.seconds / 3:
+            return
+        self._extended = time.monotonic()
+        await self._owner.store.extend(self._key, self._token, self._owner.seconds)
+
+    async def release(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._owner.store.release(self._key, self._token)
+
+
 def client_address(request: Request) -> str:
     """The client's address: the peer's, or the one a trusted proxy forwarded
     (FORWARDED_ALLOW_IPS: the server rewrites `request.client` from X-Forwarded-For)."""
@@ -243,5 +348,5 @@ def client_network(host: str) -> str:
 
 def build_attempt_store() -> AttemptStore:
     """Redis when REDIS_URL is set, else this process's memory: one store for every
-    throttle of the app."""
+    throttle and claim of the app."""
     return RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
