@@ -4,7 +4,7 @@ your password, deleting your account. (Admins' /users routes: blogapi.admin.)"""
 from typing import Annotated
 
 import pydantic
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Integer, bindparam
 from sqlalchemy.exc import IntegrityError
@@ -23,12 +23,15 @@ from blogapi.errors import (
     InvalidCredentials,
     MalformedBody,
     NotFound,
+    TooManyAttempts,
     WrongLogin,
     error_responses,
 )
 from blogapi.json_body import JsonBodyRoute
 from blogapi.model_base import RequestBody, example
+from blogapi.resources import Resources
 from blogapi.security import hash_password
+from blogapi.throttle import TOO_MANY_SIGNUPS, client_address
 from blogapi.users import (
     EXAMPLE_NEW_PASSWORD,
     EXAMPLE_PASSWORD,
@@ -77,17 +80,26 @@ _YOUR_ACCOUNT = error_responses(MalformedBody, InvalidCredentials, WrongLogin)
     status_code=status.HTTP_201_CREATED,
     response_model=UserSelf,
     summary="Register a user",
-    responses=error_responses(MalformedBody, Conflict(EMAIL_TAKEN)),
+    description="At most SIGNUP_MAX_PER_ADDRESS registrations from one client address "
+    "(one IPv6 /64) per SIGNUP_WINDOW_SECONDS; only those that succeed count.",
+    responses=error_responses(
+        MalformedBody, Conflict(EMAIL_TAKEN), TooManyAttempts(TOO_MANY_SIGNUPS, 60)
+    ),
 )
-async def create_user(body: UserCreate, session: SessionDep) -> User:
+async def create_user(
+    body: UserCreate, request: Request, resources: Resources, session: SessionDep
+) -> User:
     await session.close()  # no connection is held while bcrypt runs
-    password_hash = await run_in_threadpool(hash_password, body.password)
-    user = User.model_validate(body, update={"password_hash": password_hash})
-    session.add(user)
-    try:
-        await session.commit()
-    except IntegrityError:
-        raise Conflict(EMAIL_TAKEN) from None
+    # Counted before bcrypt runs, so parallel sign-ups can't pass the limit; taken
+    # back if the registration fails.
+    async with resources.signup_throttle.registering(client_address(request)):
+        password_hash = await run_in_threadpool(hash_password, body.password)
+        user = User.model_validate(body, update={"password_hash": password_hash})
+        session.add(user)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise Conflict(EMAIL_TAKEN) from None
     return user
 
 

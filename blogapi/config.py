@@ -5,6 +5,7 @@ make-admin) with one line per problem on stderr: the variable, what is wrong and
 value, never the value itself (it may be a secret).
 """
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -47,6 +48,9 @@ REDIS_URL_EXAMPLE = (
     "use e.g. redis://localhost:6379/0 or rediss://:password@host:6380/0"
 )
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+FORWARDED_ALLOW_IPS_EXAMPLE = (
+    "use e.g. FORWARDED_ALLOW_IPS=127.0.0.1 or FORWARDED_ALLOW_IPS=10.0.0.0/8,192.0.2.7"
+)
 BOUND_WORDS = (
     ("ge", "of at least"),
     ("gt", "above"),
@@ -173,6 +177,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_window_seconds: int = Field(default=60, ge=1)
+    signup_max_per_address: int = Field(default=20, ge=1)
+    signup_window_seconds: int = Field(default=3600, ge=1)
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = ["127.0.0.1"]
+    """The peers (proxies) whose X-Forwarded-For and X-Forwarded-Proto headers the server
+    believes: IP addresses and networks, or `*` for every peer (blogapi.server)."""
     host: str = ""
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=os.cpu_count() or 1, ge=1)
@@ -226,6 +235,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def split_forwarded_allow_ips(cls, value: str | list[str]) -> list[str]:
+        if isinstance(value, str):
+            value = value.split(",")
+        entries = [entry.strip() for entry in value if entry.strip()]
+        _check_forwarded_allow_ips(entries)
+        return entries
 
     @field_validator("public_url", "frontend_url")
     @classmethod
@@ -422,6 +440,35 @@ def _check_redis_url(url: str) -> None:
             "REDIS_URL's database (the path after the host) is not a number: "
             + REDIS_URL_EXAMPLE
         )
+
+
+def _check_forwarded_allow_ips(entries: list[str]) -> None:
+    """What gunicorn and uvicorn both read the same way: `*` alone, or IP addresses and
+    networks (gunicorn refuses a network with host bits set); the messages never show
+    the value."""
+    if "*" in entries and len(entries) > 1:
+        raise ValueError(
+            "FORWARDED_ALLOW_IPS is either * (every peer) or a list of addresses, not "
+            f"both: {FORWARDED_ALLOW_IPS_EXAMPLE}"
+        )
+    for number, entry in enumerate(entries, start=1):
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry)
+        except ValueError:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                problem = "is not an IP address or network"
+            else:
+                problem = (
+                    "is a network with host bits set (write 10.0.0.0/8, not 10.0.0.1/8)"
+                )
+            raise ValueError(
+                f"FORWARDED_ALLOW_IPS entry {number} {problem}: "
+                + FORWARDED_ALLOW_IPS_EXAMPLE
+            ) from None
 
 
 def load_settings(**values: Any) -> Settings:

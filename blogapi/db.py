@@ -3,6 +3,7 @@
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -15,7 +16,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi.config import settings
-from blogapi.resources import Resources
+from blogapi.resources import AppResources, Resources
 
 CONNECT_TIMEOUT_SECONDS = 5
 """libpq's connect_timeout when DATABASE_URL sets none."""
@@ -140,6 +141,15 @@ async def get_session(resources: Resources) -> AsyncIterator[AsyncSession]:
     requests asked for one. It gives the connection back when the request is done, or
     earlier when the route closes the session (before bcrypt runs, say); a statement
     after that takes one again."""
+    async with session_in_turn(resources) as session:
+        yield session
+
+
+@asynccontextmanager
+async def session_in_turn(resources: AppResources) -> AsyncIterator[AsyncSession]:
+    """A session whose connection is taken in line, as every request's is, and given
+    back when the block ends: for work after a route has returned, such as each batch
+    of a streamed response."""
     resources.require_ready()
     async with AsyncSession(resources.engine, expire_on_commit=False) as session:
         await _connect_in_turn(session, resources.connection_line)

@@ -16,6 +16,7 @@ from blogapi import (
     accounts,
     admin,
     auth,
+    export,
     health,
     password_reset,
     posts,
@@ -43,7 +44,12 @@ from blogapi.migration_state import MigrationState
 from blogapi.request_log import ErrorReporter, RequestLog, configure_logging
 from blogapi.resources import AppResources
 from blogapi.security import dummy_hash
-from blogapi.throttle import build_attempt_throttle
+from blogapi.throttle import (
+    AttemptThrottle,
+    OneAtATime,
+    SignupThrottle,
+    build_attempt_store,
+)
 
 WORKER_BOOT_ERROR = 3
 """The exit status gunicorn takes for a worker that can never start."""
@@ -62,13 +68,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         print_settings_error(error)
         os._exit(WORKER_BOOT_ERROR)
     await anyio.to_thread.run_sync(dummy_hash)
-    login_throttle = build_attempt_throttle()
+    store = build_attempt_store()
+    login_throttle = AttemptThrottle(store)
     engine = build_engine(settings.database_url)
     resources = AppResources(
         engine=engine,
         connection_line=anyio.Lock(),
         login_throttle=login_throttle,
         recovery_throttle=login_throttle.for_purpose("password-recovery"),
+        signup_throttle=SignupThrottle(store),
+        exports=OneAtATime(store, "export", export.CLAIM_SECONDS),
         migrations=MigrationState.of_this_code(migrating=settings.migrate_on_start),
         commit=health.running_commit(),
         tracing=_start_tracing(engine) if traces_requested() else None,
@@ -84,7 +93,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.cancel_scope.cancel()
     finally:
         try:
-            await login_throttle.store.close()
+            await store.close()
         finally:
             await resources.engine.dispose()
             await anyio.to_thread.run_sync(_flush_telemetry, resources)
@@ -198,16 +207,18 @@ def create_app() -> FastAPI:
         StaticFiles(packages=[("blogapi", "static")]),
         name="static",
     )
-    for feature in (
+    features = (
         auth,
         accounts,
+        export,
         password_reset,
         reset_page,
         admin,
         posts,
         votes,
         health,
-    ):
+    )
+    for feature in features:
         app.include_router(feature.router)
     return app
 

@@ -91,6 +91,9 @@ class Post(PostBase, table=True):
     __tablename__ = "posts"
     __table_args__ = (
         Index("ix_posts_created_at_id", "created_at", "id"),
+        # A user's posts in id order (the data export's batches); also serves the
+        # owner's foreign key.
+        Index("ix_posts_owner_id_id", "owner_id", "id"),
         # Serves `?search=` (ILIKE '%word%') on PostgreSQL; SQLite has no such index.
         Index(
             "ix_posts_title_trgm",
@@ -102,7 +105,7 @@ class Post(PostBase, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    owner_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    owner_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
     created_at: datetime = Field(
         default_factory=utc_now, sa_type=UTCDateTime, nullable=False
     )

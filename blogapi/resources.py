@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 
 from blogapi.migration_state import MigrationState
-from blogapi.throttle import AttemptThrottle
+from blogapi.throttle import AttemptThrottle, OneAtATime, SignupThrottle
 
 if TYPE_CHECKING:
     from blogapi.tracing import Tracing
@@ -24,6 +24,10 @@ class AppResources:
     login_throttle: AttemptThrottle
     recovery_throttle: AttemptThrottle
     """Password recovery requests, counted apart from logins in the same store."""
+    signup_throttle: SignupThrottle
+    """Registrations per client network, in the same store."""
+    exports: OneAtATime
+    """One data export at a time per user, claimed in the same store."""
     migrations: MigrationState
     commit: str | None
     """The commit this process runs, resolved once at start (see /health)."""

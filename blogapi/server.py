@@ -2,7 +2,8 @@
 
 By default it runs the production server, gunicorn with uvicorn workers bound to
 HOST:PORT (0.0.0.0:8000 unless set). `--reload` runs plain uvicorn for development,
-on 127.0.0.1 unless HOST is set, restarting on code changes.
+on 127.0.0.1 unless HOST is set, restarting on code changes. Both take the client's
+address from X-Forwarded-For only on connections from FORWARDED_ALLOW_IPS.
 
 The migrations are applied first. If PostgreSQL can't be reached, the server starts
 anyway: /health answers, and each worker applies the migrations once the database
@@ -173,6 +174,7 @@ def serve(argv: Sequence[str]) -> None:
             reload_dirs=[str(Path(__file__).resolve().parent)],
             access_log=False,
             server_header=False,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
         )
         return
     gunicorn = [sys.executable, "-m", "gunicorn", "blogapi.main:app"]
@@ -184,6 +186,9 @@ def serve(argv: Sequence[str]) -> None:
             f"--workers={workers}",
             f"--bind={host}:{args.port}",
             f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
+            # From the settings, so a .env file sets it too (gunicorn would read only
+            # the environment).
+            f"--forwarded-allow-ips={','.join(settings.forwarded_allow_ips)}",
             "--no-control-socket",
         ],
     )

@@ -57,6 +57,9 @@ os.environ["DATABASE_URL"] = os.environ.get(
 )
 os.environ["SECRET_KEY"] = "test-secret-key-that-is-long-enough-for-hs256"
 os.environ["BCRYPT_ROUNDS"] = "4"
+# Tests register many users from one address (a TestClient's is "testclient"): the
+# sign-up limit is tested with limits of its own (tests/test_signups.py).
+os.environ["SIGNUP_MAX_PER_ADDRESS"] = "100000"
 _cwd = os.getcwd()
 os.chdir(_scratch)
 try:

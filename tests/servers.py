@@ -3,6 +3,8 @@
 - `ServerProcess`: `python -m blogapi` (migrations, then gunicorn) on a free loopback port,
   with the environment a test gives it; it can be stopped, or killed with SIGKILL. Starting
   it waits until it is ready (`/health/ready`), database included.
+- `serving_in_thread`: an app object served by uvicorn in a thread of the test's process,
+  for tests that reach into the running app (its engine) while real HTTP goes through it.
 - `scratch_database`: a database of its own for those servers, made on the PostgreSQL server
   TEST_DATABASE_URL names (dropped afterwards), or a SQLite file in a temporary folder;
   migrated to head, or to the revision a test names.
@@ -20,19 +22,23 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
+import uvicorn
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
+from starlette.types import ASGIApp
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "server-test-secret-key-that-is-long-enough-for-hs256"
@@ -63,20 +69,44 @@ def requires_postgres(why: str) -> pytest.MarkDecorator:
 class ServerProcess:
     """`python -m blogapi` in its own process group, serving on 127.0.0.1:<free port>."""
 
-    def __init__(self, database_url: str, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workers: int = 1,
+        *,
+        reload: bool = False,
+        dotenv: str = "",
+        **env: str,
+    ) -> None:
+        """`reload`: the development server (`--reload`, uvicorn) instead of gunicorn;
+        `dotenv`: the text of a `.env` file in its working directory."""
         self.database_url = database_url
         self.workers = workers
+        self.reload = reload
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.folder = Path(tempfile.mkdtemp(prefix="blogapi-server-"))
         self.log = self.folder / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        if dotenv:
+            (self.folder / ".env").write_text(dotenv)
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> Self:
         self.launch()
         self.wait_until_healthy()
         return self
+
+    def __enter__(self) -> Self:
+        """Started, and closed when the block ends."""
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def launch(self) -> None:
         """Start the process without waiting for it to serve."""
@@ -91,10 +121,13 @@ class ServerProcess:
             "DATABASE_URL": self.database_url,
             "SECRET_KEY": SECRET_KEY,
             "BCRYPT_ROUNDS": "4",
+            "SIGNUP_MAX_PER_ADDRESS": os.environ["SIGNUP_MAX_PER_ADDRESS"],
             **self.env,
         }
         command = [sys.executable, "-m", "blogapi", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--workers", str(self.workers)]
+        if self.reload:
+            command.append("--reload")
         with self.log.open("ab") as log:
             # The folder as working directory: no stray .env or blogapi.db is picked up.
             self.process = subprocess.Popen(
@@ -169,6 +202,29 @@ class ServerProcess:
             time.sleep(0.05)
         if _group_alive(self.process.pid):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def serving_in_thread(app: ASGIApp) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port, in a thread of this process (so a
+    test can reach the app's resources while real HTTP goes through it); its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if server.started or not thread.is_alive():
+                break
+            time.sleep(0.01)
+        assert server.started, "the in-process server did not start"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=STOP_SECONDS)
+        sock.close()
 
 
 def _group_alive(group: int) -> bool:

@@ -40,8 +40,6 @@ SECRET_KEYS = {
     "REDIS_URL": "redis-url",
     "METRICS_TOKEN": "metrics-token",
 }
-# Read from the environment by gunicorn (its trusted-proxy list), not by Settings.
-SERVER_SETTINGS = {"FORWARDED_ALLOW_IPS"}
 
 Resource = dict[str, Any]
 
@@ -270,7 +268,7 @@ def test_settings_come_from_the_configmap_and_are_valid(
     config: dict[str, str] = config_map["data"]
 
     fields = {name.upper() for name in Settings.model_fields}
-    assert config.keys() <= fields | SERVER_SETTINGS, "unknown setting in the ConfigMap"
+    assert config.keys() <= fields, "unknown setting in the ConfigMap"
     settings = Settings(
         _env_file=None,
         **{name.lower(): value for name, value in config.items() if name in fields},

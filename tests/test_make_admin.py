@@ -134,7 +134,7 @@ def test_make_admin_refuses_a_database_behind_the_code_with_3(tmp_path: Path) ->
         )
 
     assert done.returncode == 3
-    assert "The database schema is at 0005, and this code needs 0006" in done.stderr
+    assert "The database schema is at 0005, and this code needs 0007" in done.stderr
     assert "apply the migrations first" in done.stderr
 
 
@@ -147,7 +147,7 @@ def test_make_admin_on_a_database_without_tables_says_so(tmp_path: Path) -> None
     )
 
     assert done.returncode == 3
-    assert "The database schema is at base, and this code needs 0006" in done.stderr
+    assert "The database schema is at base, and this code needs 0007" in done.stderr
 
 
 def test_make_admin_with_the_database_unreachable_fails_with_3(tmp_path: Path) -> None:

@@ -115,7 +115,8 @@ def test_upgrade_head_builds_keys_cascades_and_indexes(
     }
     assert indexes["ix_users_email"] == (["email"], True)
     assert indexes["ix_posts_created_at_id"] == (["created_at", "id"], False)
-    assert indexes["ix_posts_owner_id"] == (["owner_id"], False)
+    assert indexes["ix_posts_owner_id_id"] == (["owner_id", "id"], False)
+    assert "ix_posts_owner_id" not in indexes
     assert indexes["ix_votes_post_id"] == (["post_id"], False)
     assert indexes["ix_login_sessions_user_id"] == (["user_id"], False)
     assert indexes["ix_login_sessions_expires_at"] == (["expires_at"], False)

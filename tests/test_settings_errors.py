@@ -126,6 +126,16 @@ CASES = {
         (PASSWORD,),
         ("PUBLIC_URL", "EMAILS_FROM"),
     ),
+    "forwarded allow ips with a name": Case(
+        {"FORWARDED_ALLOW_IPS": "127.0.0.1, proxy.example"},
+        "FORWARDED_ALLOW_IPS",
+        says=("entry 2 is not an IP address or network", "=10.0.0.0/8"),
+    ),
+    "sign-up limit of zero": Case(
+        {"SIGNUP_MAX_PER_ADDRESS": "0"},
+        "SIGNUP_MAX_PER_ADDRESS",
+        says=("at least 1", "SIGNUP_MAX_PER_ADDRESS=20"),
+    ),
     "public url without a scheme": Case(
         {"PUBLIC_URL": "blog.example.com"},
         "PUBLIC_URL",
@@ -348,6 +358,29 @@ def test_a_port_in_use_is_named_with_how_to_pick_another(
             {"public_url": "https://"},
             "PUBLIC_URL names no host: use e.g. https://blog.example.com",
         ),
+        (
+            {"forwarded_allow_ips": "10.0.0.1/8"},
+            (
+                "FORWARDED_ALLOW_IPS entry 1 is a network with host bits set (write "
+                "10.0.0.0/8, not 10.0.0.1/8): use e.g. FORWARDED_ALLOW_IPS=127.0.0.1 or "
+                "FORWARDED_ALLOW_IPS=10.0.0.0/8,192.0.2.7"
+            ),
+        ),
+        (
+            {"forwarded_allow_ips": "*, 10.0.0.0/8"},
+            (
+                "FORWARDED_ALLOW_IPS is either * (every peer) or a list of addresses, "
+                "not both: use e.g. FORWARDED_ALLOW_IPS=127.0.0.1 or "
+                "FORWARDED_ALLOW_IPS=10.0.0.0/8,192.0.2.7"
+            ),
+        ),
+        (
+            {"signup_window_seconds": "an hour"},
+            (
+                "SIGNUP_WINDOW_SECONDS is not a whole number: use a whole number of at "
+                "least 1, e.g. SIGNUP_WINDOW_SECONDS=3600"
+            ),
+        ),
     ],
 )
 def test_each_problem_is_one_line(values: dict[str, str], line: str) -> None:
@@ -395,6 +428,21 @@ def test_database_urls_that_work(url: str) -> None:
 )
 def test_redis_urls_that_work(url: str) -> None:
     assert load_settings(_env_file=None, redis_url=url).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("value", "trusted"),
+    [
+        ("", []),
+        ("*", ["*"]),
+        ("127.0.0.1", ["127.0.0.1"]),
+        (" 10.0.0.0/8, ::1 ,192.0.2.7,", ["10.0.0.0/8", "::1", "192.0.2.7"]),
+        ("2001:db8::/32", ["2001:db8::/32"]),
+    ],
+)
+def test_forwarded_allow_ips_that_work(value: str, trusted: list[str]) -> None:
+    loaded = load_settings(_env_file=None, forwarded_allow_ips=value)
+    assert loaded.forwarded_allow_ips == trusted
 
 
 def test_a_host_that_is_not_this_machine_s_is_named(taken_port: int) -> None:
