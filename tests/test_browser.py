@@ -410,6 +410,7 @@ def test_every_operation_answers_2xx_with_its_example_in_swagger_ui(
     run.run("vote", 201)
     voted = json.loads(run.run("read_post", 200, post_id=post["id"]))
     assert voted["votes"] == 1
+    assert json.loads(run.run("export_account", 200))["posts"][0]["votes"] == 1
 
     made = blogapi_command(
         "make-admin",
