@@ -45,7 +45,8 @@ def resources_of(app: Starlette) -> AppResources:
     return resources
 
 
-def get_resources(request: Request) -> AppResources:
+async def get_resources(request: Request) -> AppResources:
+    """Async, as every dependency here: FastAPI runs a plain function in a thread."""
     return resources_of(request.app)
 
 

@@ -7,12 +7,9 @@ The crashing routes are the test's own, added to an app made for it; the app its
 has no route that fails on purpose.
 """
 
-import gzip
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI
@@ -27,6 +24,7 @@ from blogapi.db import SessionDep
 from blogapi.health import running_commit
 from blogapi.main import create_app
 from blogapi.users import User
+from tests.post_sink import PostSink
 
 EMAIL = "report-canary@example.com"
 PASSWORD = "canary password 3b7d20"
@@ -36,56 +34,20 @@ COOKIE = "cookiecanary44d1"
 ENVIRONMENT = "report-test"
 
 
-class EnvelopeCollector:
-    """Sentry's envelope endpoint on 127.0.0.1:<free port>, for the DSN `dsn`: keeps
-    every envelope (`POST /api/1/envelope/`), decompressed, and notes other requests."""
+class EnvelopeCollector(PostSink):
+    """Sentry's envelope endpoint, for the DSN `dsn`: keeps every envelope."""
 
-    def __init__(self) -> None:
-        self.envelopes: list[bytes] = []
-        self.refused: list[str] = []
-        self._lock = threading.Lock()
-        collector = self
+    PATH = "/api/1/envelope/"
+    REPLY_TYPE = "application/json"
+    REPLY = b"{}"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                encoding = self.headers.get("Content-Encoding")
-                if encoding == "gzip":
-                    body = gzip.decompress(body)
-                accepted = self.path == "/api/1/envelope/" and encoding in (
-                    None,
-                    "gzip",
-                )
-                with collector._lock:
-                    if accepted:
-                        collector.envelopes.append(body)
-                    else:
-                        collector.refused.append(f"{self.path} {encoding}")
-                self.send_response(200 if accepted else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.dsn = f"http://public@127.0.0.1:{self._server.server_address[1]}/1"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    @property
+    def dsn(self) -> str:
+        return f"http://public@127.0.0.1:{self.port}/1"
 
     def events(self) -> list[dict[str, Any]]:
         """The error events in the envelopes received (not sessions or client reports)."""
-        with self._lock:
-            envelopes = list(self.envelopes)
+        envelopes = self.kept()
         return [
             payload
             for envelope in envelopes
@@ -175,7 +137,7 @@ def test_an_unhandled_error_is_reported_once_without_what_the_request_carried(
     frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
     assert frames and not any("vars" in frame for frame in frames)
     assert collector.refused == []
-    for envelope in collector.envelopes:
+    for envelope in collector.bodies:
         for secret in (EMAIL, PASSWORD, QUERY_MARKER, TOKEN, COOKIE, "Bearer"):
             assert secret.encode() not in envelope, secret
 
@@ -207,7 +169,7 @@ def test_no_dsn_no_report(collector: EnvelopeCollector) -> None:
     with TestClient(app) as client:
         assert client.post("/test-crash").status_code == 500
 
-    assert collector.envelopes == collector.refused == []
+    assert collector.bodies == collector.refused == []
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,18 @@ statement for the page, owners and vote counts included, and a write runs only t
 statements it needs, with no read-back SELECT.
 """
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from blogapi.main import app
 from blogapi.resources import resources_of
 from tests.factories import create_post, create_user_and_login, vote
 
@@ -117,3 +121,36 @@ def test_authenticating_is_one_statement_that_checks_the_login_session(
     assert statement.lstrip().upper().startswith("SELECT")
     assert "login_sessions" in statement
     assert "revoked_tokens" in statement
+
+
+def test_every_dependency_runs_on_the_event_loop() -> None:
+    """FastAPI runs a plain `def` dependency in a thread pool: a thread hop on every
+    request that asks for it (the bench saw 0.25 ms of CPU per request from one)."""
+
+    def dependencies(dependant: Dependant) -> Iterator[Dependant]:
+        for dependency in dependant.dependencies:
+            yield dependency
+            yield from dependencies(dependency)
+
+    def runs_on_the_loop(call: Callable[..., Any]) -> bool:
+        function = call if inspect.isroutine(call) else type(call).__call__
+        return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(
+            function
+        )
+
+    def routes(holder: Any) -> Iterator[APIRoute]:
+        for route in holder.routes:
+            if isinstance(route, APIRoute):
+                yield route
+            included = getattr(route, "original_router", None)  # an included router
+            if included is not None:
+                yield from routes(included)
+
+    in_threads = {
+        f"{route.path}: {dependency.call!r}"
+        for route in routes(app)
+        for dependency in dependencies(route.dependant)
+        if dependency.call is not None and not runs_on_the_loop(dependency.call)
+    }
+
+    assert in_threads == set()

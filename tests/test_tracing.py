@@ -4,13 +4,10 @@ collector would. What a request and its statements bind (an email, a password, i
 a bearer token, the query string) must appear nowhere in what is sent.
 """
 
-import gzip
 import secrets
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from blogapi import __version__
 from blogapi.config import Settings
+from tests.post_sink import PostSink
 from tests.servers import ServerProcess, running_server, scratch_database
 
 EMAIL = "trace-canary@example.com"
@@ -62,54 +60,21 @@ class ReceivedSpan:
         return attributes(self.span.attributes)
 
 
-class OtlpReceiver:
-    """An OTLP/HTTP receiver on 127.0.0.1:<free port>: keeps the body of every export
-    (`POST /v1/traces`, application/x-protobuf), and notes any other request."""
+class OtlpReceiver(PostSink):
+    """An OTLP/HTTP receiver: keeps the body of every export (`POST /v1/traces`,
+    application/x-protobuf)."""
 
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.refused: list[str] = []
-        self._lock = threading.Lock()
-        receiver = self
+    PATH = "/v1/traces"
+    CONTENT_TYPE = "application/x-protobuf"
+    REPLY_TYPE = "application/x-protobuf"
+    REPLY = b""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                content_type = self.headers.get_content_type()
-                accepted = (
-                    self.path == "/v1/traces"
-                    and content_type == "application/x-protobuf"
-                )
-                with receiver._lock:
-                    if accepted:
-                        receiver.bodies.append(body)
-                    else:
-                        receiver.refused.append(f"{self.path} {content_type}")
-                self.send_response(200 if accepted else 404)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def received(self) -> tuple[list[bytes], list[ExportTraceServiceRequest]]:
-        with self._lock:
-            bodies = list(self.bodies)
+        bodies = self.kept()
         return bodies, [ExportTraceServiceRequest.FromString(body) for body in bodies]
 
     def spans(self) -> list[ReceivedSpan]:
