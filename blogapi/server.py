@@ -151,6 +151,19 @@ def share_connections(requested_workers: int) -> int:
     return workers
 
 
+def warn_if_throttled_per_worker(workers: int) -> None:
+    """Without Redis each worker counts attempts (logins, password recovery, sign-ups)
+    alone."""
+    if workers > 1 and not settings.redis_url:
+        log.warning(
+            "%d workers and no REDIS_URL: each worker counts login, password recovery "
+            "and sign-up attempts in its own memory, so their limits hold per worker (up "
+            "to %d times LOGIN_MAX_FAILURES in all); set REDIS_URL to share the counts",
+            workers,
+            workers,
+        )
+
+
 def serve(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     configure_logging(settings.log_format)
@@ -165,6 +178,7 @@ def serve(argv: Sequence[str]) -> None:
         check_can_listen(host, args.port)
     except PortUnavailable as error:
         exit_for(error)
+    warn_if_throttled_per_worker(workers)
     if args.reload:
         uvicorn.run(
             "blogapi.main:app",
