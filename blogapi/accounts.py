@@ -26,6 +26,7 @@ from blogapi.errors import (
     WrongLogin,
     error_responses,
 )
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import RequestBody
 from blogapi.security import hash_password
 from blogapi.users import (
@@ -58,7 +59,7 @@ _USER = (
     .options(WITHOUT_PASSWORD_HASH)
 )
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=MeteredRoute)
 _YOUR_ACCOUNT = error_responses(MalformedBody, InvalidCredentials, WrongLogin)
 
 

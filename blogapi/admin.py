@@ -22,6 +22,7 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import RequestBody, attribute
 from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, id_ascending
 from blogapi.users import USER_NOT_FOUND, User, UserId
@@ -75,6 +76,7 @@ router = APIRouter(
     prefix="/users",
     tags=["admin"],
     responses=error_responses(InvalidCredentials, Forbidden),
+    route_class=MeteredRoute,
 )
 
 

@@ -26,6 +26,7 @@ from blogapi.errors import (
     WrongLogin,
     error_responses,
 )
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import UTCDateTime, attribute, utc_now
 from blogapi.resources import Resources
 from blogapi.security import (
@@ -154,7 +155,7 @@ _REHASH = (
 )
 """Unless the password changed meanwhile."""
 
-router = APIRouter(tags=["authentication"])
+router = APIRouter(tags=["authentication"], route_class=MeteredRoute)
 
 
 @router.post(

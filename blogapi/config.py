@@ -13,10 +13,21 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("blogapi")
 
 MIN_SECRET_KEY_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 SECRET_KEY_NEEDED = (
     f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters "
     "(only SQLite may leave it unset); generate one with: "
     'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+)
+
+
+METRICS_TOKEN_NEEDED = (
+    f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters; generate "
+    'one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+)
+METRICS_DIR_NEEDED = (
+    "METRICS_DIR must be an absolute path to a directory of the server's own, "
+    "e.g. /run/blogapi/metrics"
 )
 
 
@@ -25,7 +36,10 @@ class MissingSecretKey(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # A refused value is never repeated in the error: it may be a secret.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "sqlite:///./blogapi.db"
     secret_key: str = ""
@@ -56,6 +70,11 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     emails_from: str = ""
     reset_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    metrics_token: SecretStr = SecretStr("")
+    """Turns GET /metrics on, for `Authorization: Bearer <METRICS_TOKEN>` only."""
+    metrics_dir: str = ""
+    """Where gunicorn's workers keep their metrics files (emptied at each start);
+    `<temp dir>/blogapi-metrics-<PORT>` when empty (see blogapi.server)."""
     commit: str = Field(
         default="",
         validation_alias=AliasChoices(
@@ -99,6 +118,20 @@ class Settings(BaseSettings):
             raise ValueError(SECRET_KEY_NEEDED)
         return key
 
+    @field_validator("metrics_token")
+    @classmethod
+    def long_enough_token(cls, token: SecretStr) -> SecretStr:
+        if 0 < len(token.get_secret_value()) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(METRICS_TOKEN_NEEDED)
+        return token
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def absolute_metrics_dir(cls, folder: str) -> str:
+        if folder and not Path(folder).is_absolute():
+            raise ValueError(METRICS_DIR_NEEDED)
+        return folder
+
     def require_secret_key(self) -> None:
         """At start-up: SQLite without SECRET_KEY uses a key kept beside the database file
         (made on the first start); any other database needs SECRET_KEY."""
@@ -122,6 +155,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Metrics are collected and served only when METRICS_TOKEN is set."""
+        return bool(self.metrics_token.get_secret_value())
 
     @property
     def workers(self) -> int:

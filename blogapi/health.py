@@ -15,10 +15,11 @@ from blogapi import __version__
 from blogapi.config import settings
 from blogapi.db import SessionDep
 from blogapi.errors import DatabaseUnavailable, NotReady, error_responses
+from blogapi.http_metrics import MeteredRoute
 from blogapi.migration_state import database_revisions, revision_names
 from blogapi.resources import Resources
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], route_class=MeteredRoute)
 
 CODE_DIR = Path(__file__).resolve().parent.parent
 GIT_SECONDS = 5

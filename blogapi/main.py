@@ -13,6 +13,8 @@ from blogapi import (
     admin,
     auth,
     health,
+    http_metrics,
+    metrics,
     password_reset,
     posts,
     votes,
@@ -21,6 +23,7 @@ from blogapi.config import settings
 from blogapi.db import build_engine
 from blogapi.docs import install_docs
 from blogapi.error_handlers import install_error_handlers
+from blogapi.http_metrics import HttpMetrics, MeteredRoute
 from blogapi.middleware import (
     AllowedOriginsOnly,
     BodySizeLimit,
@@ -49,6 +52,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         commit=health.running_commit(),
     )
     app.state.resources = resources
+    if settings.metrics_enabled:
+        metrics.record_build(__version__, resources.commit)
     try:
         async with anyio.create_task_group() as background:
             if settings.migrate_on_start:
@@ -69,6 +74,10 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+FEATURES = (auth, accounts, password_reset, admin, posts, votes, health)
+"""The feature modules whose routers make up the API."""
+
+
 def create_app() -> FastAPI:
     configure_logging(settings.log_format)
     app = FastAPI(
@@ -81,6 +90,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
         generate_unique_id_function=operation_id,
     )
+    app.router.route_class = MeteredRoute
     app.add_middleware(RetryConflicts)
     app.add_middleware(
         AllowedOriginsOnly,
@@ -91,8 +101,10 @@ def create_app() -> FastAPI:
         # A front end on another origin reads the next page's URL from it.
         expose_headers=["Link"],
     )
-    app.add_middleware(OptionalTrailingSlash)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.metrics_enabled:
+        app.add_middleware(HttpMetrics)
+    app.add_middleware(OptionalTrailingSlash)
     app.add_middleware(RequestLog)
     app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
@@ -102,8 +114,10 @@ def create_app() -> FastAPI:
     async def root() -> dict[str, str]:
         return {"message": "Welcome to blogapi: the interactive API docs are at /docs"}
 
-    for feature in (auth, accounts, password_reset, admin, posts, votes, health):
+    for feature in FEATURES:
         app.include_router(feature.router)
+    if settings.metrics_enabled:
+        app.include_router(http_metrics.router)
     return app
 
 

@@ -29,6 +29,7 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, attribute, utc_now
 from blogapi.paging import LINK_HEADER, Cursor, Limit, Skip, newest_first
 from blogapi.users import User, UserPublic
@@ -202,7 +203,10 @@ async def get_deletable_post(user: CurrentUser, post: VisiblePost) -> Post:
 DeletablePost = Annotated[Post, Depends(get_deletable_post)]
 
 router = APIRouter(
-    prefix="/posts", tags=["posts"], responses=error_responses(InvalidCredentials)
+    prefix="/posts",
+    tags=["posts"],
+    responses=error_responses(InvalidCredentials),
+    route_class=MeteredRoute,
 )
 LIST_PATH = "/posts/"
 

@@ -7,12 +7,16 @@ on 127.0.0.1 unless HOST is set, restarting on code changes.
 The migrations are applied first. If PostgreSQL can't be reached, the server starts
 anyway: /health answers, and each worker applies the migrations once the database
 answers (MIGRATE_ON_START), answering 503 until then.
+
+With METRICS_TOKEN set, gunicorn's workers keep their metrics in files in METRICS_DIR
+(emptied first), which GET /metrics adds up (blogapi.metrics).
 """
 
 import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,8 +25,9 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError
 from uvicorn_worker import UvicornWorker
 
-from blogapi.config import MissingSecretKey, settings
+from blogapi.config import METRICS_DIR_NEEDED, MissingSecretKey, settings
 from blogapi.db_errors import is_unreachable, unreachable_message
+from blogapi.metrics import MULTIPROCESS_DIR_VARIABLE
 from blogapi.migration_state import log_migration_steps, migrate
 from blogapi.request_log import configure_logging
 
@@ -101,6 +106,35 @@ def share_connections(requested_workers: int) -> int:
     return workers
 
 
+METRICS_FILE_PREFIXES = ("counter_", "gauge_", "histogram_", "summary_")
+"""What prometheus_client names its files in multiprocess mode: `counter_<pid>.db`..."""
+
+
+def metrics_dir(port: int) -> Path:
+    if settings.metrics_dir:
+        return Path(settings.metrics_dir)
+    return Path(tempfile.gettempdir()) / f"blogapi-metrics-{port}"
+
+
+def prepare_metrics_dir(port: int) -> Path:
+    """Make METRICS_DIR (by default one per port in the temporary directory, so that two
+    servers on one machine never share it) and empty it of the files of an earlier run,
+    whose values would otherwise be counted again."""
+    folder = metrics_dir(port)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.is_symlink() or folder.stat().st_uid != os.geteuid():
+            sys.exit(
+                f"METRICS_DIR: {folder} belongs to another user; {METRICS_DIR_NEEDED}"
+            )
+        for stale in folder.glob("*.db"):
+            if stale.name.startswith(METRICS_FILE_PREFIXES):
+                stale.unlink()
+    except OSError as error:
+        sys.exit(f"METRICS_DIR: {error}; {METRICS_DIR_NEEDED}")
+    return folder
+
+
 def serve(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     configure_logging(settings.log_format)
@@ -110,6 +144,8 @@ def serve(argv: Sequence[str]) -> None:
         sys.exit(str(error))
     migrate_or_defer()
     workers = share_connections(1 if args.reload else args.workers)
+    # One process (--reload) keeps its metrics in memory; gunicorn's workers in files.
+    os.environ.pop(MULTIPROCESS_DIR_VARIABLE, None)
     if args.reload:
         uvicorn.run(
             "blogapi.main:app",
@@ -121,15 +157,18 @@ def serve(argv: Sequence[str]) -> None:
             server_header=False,
         )
         return
-    gunicorn = [sys.executable, "-m", "gunicorn", "blogapi.main:app"]
-    os.execv(
+    gunicorn = [
         sys.executable,
-        [
-            *gunicorn,
-            "--worker-class=blogapi.server.Worker",
-            f"--workers={workers}",
-            f"--bind={args.host or '0.0.0.0'}:{args.port}",
-            f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
-            "--no-control-socket",
-        ],
-    )
+        "-m",
+        "gunicorn",
+        "blogapi.main:app",
+        "--worker-class=blogapi.server.Worker",
+        f"--workers={workers}",
+        f"--bind={args.host or '0.0.0.0'}:{args.port}",
+        f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
+        "--no-control-socket",
+    ]
+    if settings.metrics_enabled:
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = str(prepare_metrics_dir(args.port))
+        gunicorn.append("--config=python:blogapi.gunicorn_hooks")
+    os.execv(sys.executable, gunicorn)

@@ -17,6 +17,7 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import MAX_ID, RequestBody, UTCDateTime, utc_now
 from blogapi.posts import VIEWER, VISIBLE, Post, post_not_found, viewer_params
 from blogapi.users import User
@@ -64,7 +65,7 @@ _REMOVE_VOTE = delete(Vote).where(
 )
 """A vote may always be taken back, whatever became of the post's visibility."""
 
-router = APIRouter(prefix="/vote", tags=["votes"])
+router = APIRouter(prefix="/vote", tags=["votes"], route_class=MeteredRoute)
 
 
 @router.post(

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -136,6 +136,34 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def worker_pids(self) -> set[int]:
+        """gunicorn's workers: the master's children (Linux's /proc)."""
+        assert self.process is not None
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text()
+        return {int(pid) for pid in children.split()}
+
+    def worker_serving(self, connection: socket.socket) -> int:
+        """The worker that accepted this client connection: the one holding the server's
+        end of it, found through /proc/net/tcp and each worker's open files."""
+        client_port = connection.getsockname()[1]
+        inode = None
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (
+                self.port,
+                client_port,
+            ):
+                inode = fields[9]
+        assert inode is not None, f"no server end for client port {client_port}"
+        for pid in self.worker_pids():
+            for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+                with suppress(OSError):
+                    if os.readlink(descriptor) == f"socket:[{inode}]":
+                        return pid
+        raise AssertionError(f"no worker holds the connection from {client_port}")
 
     def _signal(self, number: signal.Signals) -> None:
         # gunicorn's master and its workers share the group this process leads.
