@@ -106,6 +106,18 @@ def share_connections(requested_workers: int) -> int:
     return workers
 
 
+def warn_if_throttled_per_worker(workers: int) -> None:
+    """Without Redis each worker counts login and password recovery attempts alone."""
+    if workers > 1 and not settings.redis_url:
+        log.warning(
+            "%d workers and no REDIS_URL: each worker counts login and password "
+            "recovery attempts in its own memory, so their limits hold per worker (up "
+            "to %d times LOGIN_MAX_FAILURES in all); set REDIS_URL to share the counts",
+            workers,
+            workers,
+        )
+
+
 METRICS_FILE_PREFIXES = ("counter_", "gauge_", "histogram_", "summary_")
 """What prometheus_client names its files in multiprocess mode: `counter_<pid>.db`..."""
 
@@ -144,6 +156,7 @@ def serve(argv: Sequence[str]) -> None:
         sys.exit(str(error))
     migrate_or_defer()
     workers = share_connections(1 if args.reload else args.workers)
+    warn_if_throttled_per_worker(workers)
     # One process (--reload) keeps its metrics in memory; gunicorn's workers in files.
     os.environ.pop(MULTIPROCESS_DIR_VARIABLE, None)
     if args.reload:

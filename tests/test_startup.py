@@ -8,6 +8,8 @@
 - `/health/ready` with the schema behind, at and ahead of the code's head: scratch
   databases on both.
 - The Procfile's release phase fails fast when the database can't be reached.
+- More than one worker without REDIS_URL: one warning at start that the login and
+  password recovery limits then hold per worker (real servers).
 """
 
 import logging
@@ -39,7 +41,8 @@ from blogapi.migration_state import (
     RETRY_SECONDS,
     alembic_config,
 )
-from tests.factories import create_post, create_user_and_login
+from blogapi.server import warn_if_throttled_per_worker
+from tests.factories import blogapi_log, create_post, create_user_and_login
 from tests.servers import (
     ServerProcess,
     free_port,
@@ -244,6 +247,46 @@ def test_a_failing_migration_is_logged_and_leaves_the_app_not_ready(
     ]
     assert failure.levelno == logging.ERROR and failure.exc_info is not None
     assert "retrying" not in caplog.text
+
+
+THROTTLE_WARNING = "no REDIS_URL"
+
+
+def test_workers_without_redis_are_warned_at_start_that_limits_hold_per_worker() -> (
+    None
+):
+    """Two servers of two workers each, one with REDIS_URL (never contacted: nobody
+    logs in), side by side on one database."""
+    with scratch_database("workers") as url:
+        alone = ServerProcess(url, workers=2)
+        shared = ServerProcess(url, workers=2, REDIS_URL="redis://127.0.0.1:9/0")
+        try:
+            for server in (alone, shared):
+                server.launch()
+            for server in (alone, shared):
+                server.wait_until_healthy()
+            warnings = [
+                line
+                for line in alone.log_text().splitlines()
+                if THROTTLE_WARNING in line
+            ]
+            quiet = shared.log_text()
+        finally:
+            alone.close()
+            shared.close()
+
+    (warning,) = warnings
+    assert "WARNING blogapi 2 workers and no REDIS_URL" in warning
+    assert "limits hold per worker" in warning
+    assert "set REDIS_URL" in warning
+    assert THROTTLE_WARNING not in quiet
+
+
+def test_one_worker_is_not_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with blogapi_log(caplog):
+        warn_if_throttled_per_worker(1)
+
+    assert caplog.records == []
 
 
 def test_ready_at_the_code_s_head(client: TestClient) -> None:
