@@ -136,14 +136,15 @@ def prepare_metrics_dir(port: int) -> Path:
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if folder.is_symlink() or folder.stat().st_uid != os.geteuid():
+            # Someone else's (made first in a shared /tmp, say) could feed us figures.
             sys.exit(
-                f"METRICS_DIR: {folder} belongs to another user; {METRICS_DIR_NEEDED}"
+                f"{folder} belongs to another user or is a link: {METRICS_DIR_NEEDED}"
             )
         for stale in folder.glob("*.db"):
             if stale.name.startswith(METRICS_FILE_PREFIXES):
                 stale.unlink()
     except OSError as error:
-        sys.exit(f"METRICS_DIR: {error}; {METRICS_DIR_NEEDED}")
+        sys.exit(f"{folder}: {error.strerror}: {METRICS_DIR_NEEDED}")
     return folder
 
 

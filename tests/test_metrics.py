@@ -37,11 +37,12 @@ from pydantic import SecretStr
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi import __version__
-from blogapi.config import settings
+from blogapi.config import METRICS_DIR_NEEDED, settings
 from blogapi.db import _connect_in_turn, build_engine
 from blogapi.http_metrics import MeteredRoute
 from blogapi.main import FEATURES, app, create_app
 from blogapi.metrics import OTHER_METHOD, UNMATCHED_ROUTE
+from blogapi.server import prepare_metrics_dir
 from tests.factories import (
     assert_unauthorized,
     bearer,
@@ -316,6 +317,42 @@ def test_requests_leave_no_connection_counted_in_use(metered: TestClient) -> Non
 
 
 # A real server: gunicorn with two workers
+
+
+def test_the_default_metrics_dir_is_one_per_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "metrics_dir", "")
+    port = free_port()
+    folder = Path(tempfile.gettempdir()) / f"blogapi-metrics-{port}"
+    try:
+        assert prepare_metrics_dir(port) == folder
+        assert folder.is_dir()
+        assert folder.stat().st_mode & 0o777 == 0o700
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_metrics_dir_that_is_a_link_or_a_file_stops_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real")
+    afile = tmp_path / "file"
+    afile.write_text("")
+
+    monkeypatch.setattr(settings, "metrics_dir", str(link))
+    with pytest.raises(SystemExit) as linked:
+        prepare_metrics_dir(8000)
+    monkeypatch.setattr(settings, "metrics_dir", str(afile))
+    with pytest.raises(SystemExit) as filed:
+        prepare_metrics_dir(8000)
+
+    assert str(linked.value) == (
+        f"{link} belongs to another user or is a link: {METRICS_DIR_NEEDED}"
+    )
+    assert str(filed.value) == f"{afile}: File exists: {METRICS_DIR_NEEDED}"
 
 
 def counted_by_each_worker(folder: Path, route: str) -> dict[int, float]:
