@@ -25,9 +25,9 @@ multiple of the course app's (the issue's target: at least 1.5x).
 
 With `--metrics`, each size also gets the same code with metrics on (METRICS_TOKEN set,
 and PROMETHEUS_MULTIPROC_DIR as gunicorn's workers have it) on bench_<size>, driven with
-the same tokens; the two servers take turns at each scenario (the order swapped every
-round), and the report gives each scenario's req/s with metrics on as a share of off,
-the median of the rounds' ratios (the target for the list: within 5%).
+the same reader and writers of its own; the two servers take turns at each scenario (the
+order swapped every round), and the report gives each round's req/s with metrics on as a
+share of off, and the median of those ratios (the target for the list: within 5%).
 """
 
 import argparse
@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -411,20 +412,24 @@ def start_course(blogapi: Target) -> Target:
     return target
 
 
-def start_metered(blogapi: Target, folder: Path) -> Target:
-    """This tree again with metrics on, on the same database with the same tokens. Its
-    values go to files in `folder`, as under gunicorn (`python -m blogapi` sets
-    PROMETHEUS_MULTIPROC_DIR for its workers), so it pays what production pays."""
+def start_metered(blogapi: Target, folder: Path, control: bool = False) -> Target:
+    """This tree again with metrics on, on the same database with the same reader, and
+    writers of its own (the same writers would vote for the posts they voted for on
+    `blogapi`). Its values go to files in `folder`, as under gunicorn (`python -m
+    blogapi` sets PROMETHEUS_MULTIPROC_DIR for its workers), so it pays what production
+    pays. With `control`, metrics stay off: both servers run the same, and the ratios
+    show how far the machine's noise alone moves them."""
     env = blogapi_env(blogapi.url)
-    env.update(METRICS_TOKEN=METRICS_TOKEN, PROMETHEUS_MULTIPROC_DIR=str(folder))
+    if not control:
+        env.update(METRICS_TOKEN=METRICS_TOKEN, PROMETHEUS_MULTIPROC_DIR=str(folder))
     target = launch(
         blogapi.size, blogapi.url, "metrics", ["blogapi.main:app"], env, ROOT
     )
-    target.reader, target.writers, target.deep = (
-        blogapi.reader,
-        blogapi.writers,
-        blogapi.deep,
-    )
+    target.reader, target.deep = blogapi.reader, blogapi.deep
+    target.writers = [
+        register_and_login(target.base, f"load-metrics-{i}@load.example.com", PASSWORD)
+        for i in range(WRITERS)
+    ]
     return target
 
 
@@ -635,39 +640,38 @@ def print_side_by_side(new: dict, baseline: dict) -> None:
 
 
 def print_metrics_cost(
-    size: str, runs: dict[tuple[str, str], list[dict]], counted: int
+    size: str, runs: dict[tuple[str, str], list[dict]], counted: int | None
 ) -> None:
-    """Each scenario with metrics on against off: the rounds' req/s side by side and the
-    median of their ratios (each round's two runs were seconds apart)."""
+    """Each scenario with metrics on against off: the median and the geometric mean of
+    the rounds' on/off throughput ratios (a round's two runs were seconds apart), the
+    median CPU per request of each server, and every round's req/s in the order run."""
     print(
         f"\n{size}: metrics on against off "
         f"(target: list at >= {METRICS_TARGET:.0%} of off's req/s)"
-    )
-    print(
-        f"{'scenario':<12} {'off req/s (rounds)':<28} {'on req/s (rounds)':<28} "
-        f"{'on/off median':>13} {'off cpu':>7} {'on cpu':>7}"
     )
     for (name, scenario), off in runs.items():
         on = runs.get((f"{size}-metrics", scenario))
         if name != size or not on:
             continue
-        ratios = sorted(b["rps"] / a["rps"] for a, b in zip(off, on, strict=True))
-        median = ratios[len(ratios) // 2]
-        if len(ratios) % 2 == 0:
-            median = (ratios[len(ratios) // 2 - 1] + median) / 2
+        ratios = [b["rps"] / a["rps"] for a, b in zip(off, on, strict=True)]
         cpu = [
-            sorted(r["cpu_ms_per_request"] for r in runs_)[len(runs_) // 2]
-            for runs_ in (off, on)
+            statistics.median(r["cpu_ms_per_request"] for r in server)
+            for server in (off, on)
         ]
         print(
-            f"{scenario:<12} {' '.join(rate(r['rps']) for r in off):<28} "
-            f"{' '.join(rate(r['rps']) for r in on):<28} {median:>12.1%} "
-            f"{cpu[0]:>7.2f} {cpu[1]:>7.2f}"
+            f"{scenario:<12} on/off req/s: median {statistics.median(ratios):.1%}, "
+            f"geometric mean {statistics.geometric_mean(ratios):.1%} over "
+            f"{len(ratios)} rounds; cpu ms/req off {cpu[0]:.2f}, on {cpu[1]:.2f}"
         )
-    print(
-        f"the metered server's /metrics counted {counted:,} requests "
-        "(the load, its warm-up and the probes between runs)"
-    )
+        print(f"{'':<12} off: {' '.join(rate(r['rps']) for r in off)}")
+        print(f"{'':<12} on:  {' '.join(rate(r['rps']) for r in on)}")
+    if counted is None:
+        print("--metrics-control: metrics were off on both servers")
+    else:
+        print(
+            f"the metered server's /metrics counted {counted:,} requests "
+            "(the load, its warm-up and the probes between runs)"
+        )
 
 
 def print_against_course(size: str, results: dict) -> None:
@@ -722,6 +726,12 @@ def main() -> None:
         action="store_true",
         help="also run this tree with metrics on (METRICS_TOKEN), in turns with it off",
     )
+    parser.add_argument(
+        "--metrics-control",
+        action="store_true",
+        help="with --metrics: leave metrics off on the second server too (an A/A run, "
+        "to see the noise)",
+    )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     commit = git("rev-parse", "--short", "HEAD")
@@ -763,7 +773,9 @@ def main() -> None:
             targets.append(new)
             if args.metrics:
                 metrics_dirs.append(Path(tempfile.mkdtemp(prefix="blogapi-bench-")))
-                targets.append(start_metered(new, metrics_dirs[-1]))
+                targets.append(
+                    start_metered(new, metrics_dirs[-1], args.metrics_control)
+                )
             if baseline:
                 targets.append(start(size, copies[-1], "baseline", baseline.path))
             if args.course:
@@ -792,11 +804,11 @@ def main() -> None:
         for target in targets:
             for (name, scenario_name), done in runs.items():
                 if name == target.name:
-                    done.sort(key=lambda r: r["p50_ms"])
-                    target.results[scenario_name] = done[len(done) // 2]
+                    by_p50 = sorted(done, key=lambda r: r["p50_ms"])
+                    target.results[scenario_name] = by_p50[len(by_p50) // 2]
         results = {target.name: report(target, args) for target in targets}
         for target in targets:
-            if target.label == "metrics":
+            if target.label == "metrics" and not args.metrics_control:
                 counted[target.size] = counted_requests(target)
             tree = baseline.path if baseline and target.label == "baseline" else ROOT
             results[target.name]["commit"] = git(
@@ -831,9 +843,8 @@ def main() -> None:
     for size in args.sizes:
         if f"{size}-course" in results:
             print_against_course(size, results)
-    for size in args.sizes:
-        if size in counted:
-            print_metrics_cost(size, runs, counted[size])
+    for size in args.sizes if args.metrics else []:
+        print_metrics_cost(size, runs, counted.get(size))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Real processes for the tests a TestClient can't stand in for.
 
 - `ServerProcess`: `python -m blogapi` (migrations, then gunicorn) on a free loopback port,
-  with the environment a test gives it; it can be stopped, or killed with SIGKILL. Starting
-  it waits until it is ready (`/health/ready`), database included.
+  with the environment a test gives it; it can be stopped, or killed with SIGKILL, and it
+  names its workers and the one serving a given connection. Starting it waits until it is
+  ready (`/health/ready`), database included.
 - `scratch_database`: a database of its own for those servers, made on the PostgreSQL server
   TEST_DATABASE_URL names (dropped afterwards), or a SQLite file in a temporary folder;
   migrated to head, or to the revision a test names.
