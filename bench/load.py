@@ -22,6 +22,12 @@ With `--course`, each size also gets the course's app (bench/course_app.py) on
 bench_<size>, driven with the same tokens: `GET /` and `POST /posts` run on it right after
 the same scenarios on blogapi, and the report gives blogapi's create_post throughput as a
 multiple of the course app's (the issue's target: at least 1.5x).
+
+With `--metrics`, each size also gets the same code with metrics on (METRICS_TOKEN set,
+and PROMETHEUS_MULTIPROC_DIR as gunicorn's workers have it) on bench_<size>, driven with
+the same reader and writers of its own; the two servers take turns at each scenario (the
+order swapped every round), and the report gives each round's req/s with metrics on as a
+share of off, and the median of those ratios (the target for the list: within 5%).
 """
 
 import argparse
@@ -31,6 +37,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +73,10 @@ DEEP = 0.99
 """How far down the reader's posts `list_deep` reads: past about 99,000 of 100,000."""
 DEEP_TARGET = 1.5
 """The issue's target: `list_deep`'s p50 at most this times `list`'s."""
+METRICS_TOKEN = "bench-metrics-token-" + "x" * 16
+METRICS_TARGET = 0.95
+"""The target: the list's throughput with metrics on at least this share of off."""
+METRICS_ENV = ("METRICS_TOKEN", "METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR")
 
 
 @dataclass
@@ -120,8 +131,9 @@ class Target:
     base: str
     server: subprocess.Popen
     label: str = "new"
-    """`new` (this working tree), `baseline` (the --baseline revision) or `course`
-    (bench/course_app.py, with --course)."""
+    """`new` (this working tree), `baseline` (the --baseline revision), `course`
+    (bench/course_app.py, with --course) or `metrics` (this tree with metrics on, with
+    --metrics; `new` has them off)."""
     reader: str = ""
     writers: list[str] = field(default_factory=list)
     deep: dict[str, str] = field(default_factory=dict)
@@ -361,11 +373,19 @@ def deep_page(target: Target) -> dict[str, str]:
     return {"cursor": found.group(1), "skip": str(skip)} if found else {}
 
 
-def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
+def blogapi_env(url: str) -> dict[str, str]:
     env = server_env(url)
     env.setdefault("BCRYPT_ROUNDS", "12")
     # One worker: its pool gets the whole connection budget (DB_MAX_CONNECTIONS).
     env["WEB_CONCURRENCY"] = "1"
+    # Metrics off, unless start_metered() turns them on.
+    for name in METRICS_ENV:
+        env.pop(name, None)
+    return env
+
+
+def start(size: str, url: str, label: str = "new", tree: Path = ROOT) -> Target:
+    env = blogapi_env(url)
     target = launch(size, url, label, ["blogapi.main:app"], env, tree)
     target.reader = login(target.base, READER, PASSWORD)
     target.writers = [
@@ -390,6 +410,56 @@ def start_course(blogapi: Target) -> Target:
     target = launch(blogapi.size, blogapi.url, "course", app, env, ROOT)
     target.reader, target.writers = blogapi.reader, blogapi.writers
     return target
+
+
+def start_metered(blogapi: Target, folder: Path, control: bool = False) -> Target:
+    """This tree again with metrics on, on the same database with the same reader, and
+    writers of its own (the same writers would vote for the posts they voted for on
+    `blogapi`). Its values go to files in `folder`, as under gunicorn (`python -m
+    blogapi` sets PROMETHEUS_MULTIPROC_DIR for its workers), so it pays what production
+    pays. With `control`, metrics stay off: both servers run the same, and the ratios
+    show how far the machine's noise alone moves them."""
+    env = blogapi_env(blogapi.url)
+    if not control:
+        env.update(METRICS_TOKEN=METRICS_TOKEN, PROMETHEUS_MULTIPROC_DIR=str(folder))
+    target = launch(
+        blogapi.size, blogapi.url, "metrics", ["blogapi.main:app"], env, ROOT
+    )
+    target.reader, target.deep = blogapi.reader, blogapi.deep
+    target.writers = [
+        register_and_login(target.base, f"load-metrics-{i}@load.example.com", PASSWORD)
+        for i in range(WRITERS)
+    ]
+    return target
+
+
+def counted_requests(target: Target) -> int:
+    """What the metered server's /metrics says it answered, all routes together."""
+    request = urllib.request.Request(
+        f"{target.base}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        text = response.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("http_requests_total{")
+        )
+    )
+
+
+def in_turns(targets: list[Target], round_number: int) -> list[Target]:
+    """The servers in their order, except that each size's metered server goes before
+    its unmetered one every other round, so neither always runs first."""
+    if round_number % 2 == 0:
+        return targets
+    ordered = list(targets)
+    for i, target in enumerate(ordered):
+        if target.label == "metrics" and i > 0 and ordered[i - 1].label == "new":
+            ordered[i - 1], ordered[i] = ordered[i], ordered[i - 1]
+    return ordered
 
 
 def stop(target: Target) -> None:
@@ -569,6 +639,41 @@ def print_side_by_side(new: dict, baseline: dict) -> None:
     print("p50 in ms; cpu: the worker's CPU ms per request")
 
 
+def print_metrics_cost(
+    size: str, runs: dict[tuple[str, str], list[dict]], counted: int | None
+) -> None:
+    """Each scenario with metrics on against off: the median and the geometric mean of
+    the rounds' on/off throughput ratios (a round's two runs were seconds apart), the
+    median CPU per request of each server, and every round's req/s in the order run."""
+    print(
+        f"\n{size}: metrics on against off "
+        f"(target: list at >= {METRICS_TARGET:.0%} of off's req/s)"
+    )
+    for (name, scenario), off in runs.items():
+        on = runs.get((f"{size}-metrics", scenario))
+        if name != size or not on:
+            continue
+        ratios = [b["rps"] / a["rps"] for a, b in zip(off, on, strict=True)]
+        cpu = [
+            statistics.median(r["cpu_ms_per_request"] for r in server)
+            for server in (off, on)
+        ]
+        print(
+            f"{scenario:<12} on/off req/s: median {statistics.median(ratios):.1%}, "
+            f"geometric mean {statistics.geometric_mean(ratios):.1%} over "
+            f"{len(ratios)} rounds; cpu ms/req off {cpu[0]:.2f}, on {cpu[1]:.2f}"
+        )
+        print(f"{'':<12} off: {' '.join(rate(r['rps']) for r in off)}")
+        print(f"{'':<12} on:  {' '.join(rate(r['rps']) for r in on)}")
+    if counted is None:
+        print("--metrics-control: metrics were off on both servers")
+    else:
+        print(
+            f"the metered server's /metrics counted {counted:,} requests "
+            "(the load, its warm-up and the probes between runs)"
+        )
+
+
 def print_against_course(size: str, results: dict) -> None:
     """blogapi's create_post and root against the course app's, run seconds apart."""
     course = results[f"{size}-course"]["scenarios"]
@@ -616,6 +721,17 @@ def main() -> None:
         action="store_true",
         help="also run root and create_post on bench/course_app.py, side by side",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also run this tree with metrics on (METRICS_TOKEN), in turns with it off",
+    )
+    parser.add_argument(
+        "--metrics-control",
+        action="store_true",
+        help="with --metrics: leave metrics off on the second server too (an A/A run, "
+        "to see the noise)",
+    )
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     commit = git("rev-parse", "--short", "HEAD")
@@ -623,7 +739,7 @@ def main() -> None:
     print(f"new: the working tree at {commit}" + (", with changes:" if changed else ""))
     if changed:
         print(changed)
-    servers = len(args.sizes) * (2 if args.baseline else 1)
+    servers = len(args.sizes) * (1 + bool(args.baseline) + args.metrics)
     runs = args.rounds * len(
         [s for s in scenarios("small") if not args.only or s.name in args.only]
     )
@@ -641,6 +757,8 @@ def main() -> None:
     baseline: Baseline | None = None
     copies: list[str] = []
     targets: list[Target] = []
+    metrics_dirs: list[Path] = []
+    counted: dict[str, int] = {}
     try:
         if args.baseline:
             baseline = check_out(args.baseline)
@@ -651,21 +769,27 @@ def main() -> None:
             remove_load_writes(url, vacuum=True)
             if baseline:
                 copies.append(baseline_database(url, baseline))
-            targets.append(start(size, url))
+            new = start(size, url)
+            targets.append(new)
+            if args.metrics:
+                metrics_dirs.append(Path(tempfile.mkdtemp(prefix="blogapi-bench-")))
+                targets.append(
+                    start_metered(new, metrics_dirs[-1], args.metrics_control)
+                )
             if baseline:
                 targets.append(start(size, copies[-1], "baseline", baseline.path))
             if args.course:
-                targets.append(start_course(targets[-2 if baseline else -1]))
+                targets.append(start_course(new))
         for target in targets:
             for warm_up in ("root", "list", "list_search", "list_deep", "one"):
                 if warm_up in target.scenarios():
                     run_wrk(target, target.scenarios()[warm_up], 2, args)
         runs: dict[tuple[str, str], list[dict]] = {}
-        for _ in range(args.rounds):
+        for round_number in range(args.rounds):
             for scenario in scenarios("small"):
                 if args.only and scenario.name not in args.only:
                     continue
-                for target in targets:
+                for target in in_turns(targets, round_number):
                     run = target.scenarios().get(scenario.name)
                     if run is None:
                         continue
@@ -680,11 +804,13 @@ def main() -> None:
         for target in targets:
             for (name, scenario_name), done in runs.items():
                 if name == target.name:
-                    done.sort(key=lambda r: r["p50_ms"])
-                    target.results[scenario_name] = done[len(done) // 2]
+                    by_p50 = sorted(done, key=lambda r: r["p50_ms"])
+                    target.results[scenario_name] = by_p50[len(by_p50) // 2]
         results = {target.name: report(target, args) for target in targets}
         for target in targets:
-            tree = baseline.path if baseline and target.label != "new" else ROOT
+            if target.label == "metrics" and not args.metrics_control:
+                counted[target.size] = counted_requests(target)
+            tree = baseline.path if baseline and target.label == "baseline" else ROOT
             results[target.name]["commit"] = git(
                 "rev-parse", "--short", "HEAD", cwd=tree
             )
@@ -698,6 +824,8 @@ def main() -> None:
                 remove_load_writes(target.url, vacuum=True)
         for copy_url in copies:
             drop_database(copy_url)
+        for folder in metrics_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
         if baseline:
             remove(baseline)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
@@ -715,6 +843,8 @@ def main() -> None:
     for size in args.sizes:
         if f"{size}-course" in results:
             print_against_course(size, results)
+    for size in args.sizes if args.metrics else []:
+        print_metrics_cost(size, runs, counted.get(size))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from blogapi.errors import (
     WrongLogin,
     error_responses,
 )
-from blogapi.json_body import JsonBodyRoute
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import RequestBody, example
 from blogapi.resources import Resources
 from blogapi.security import hash_password
@@ -71,7 +71,7 @@ _USER = (
     .options(WITHOUT_PASSWORD_HASH)
 )
 
-router = APIRouter(prefix="/users", tags=["users"], route_class=JsonBodyRoute)
+router = APIRouter(prefix="/users", tags=["users"], route_class=MeteredRoute)
 _YOUR_ACCOUNT = error_responses(MalformedBody, InvalidCredentials, WrongLogin)
 
 

@@ -22,7 +22,7 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
-from blogapi.json_body import JsonBodyRoute
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import EXAMPLE_ID, EXAMPLE_TIME, RequestBody, attribute, example
 from blogapi.paging import Limit, Skip, cursor_query, id_ascending, link_header
 from blogapi.users import EXAMPLE_EMAIL, USER_NOT_FOUND, User, UserId
@@ -89,7 +89,7 @@ router = APIRouter(
     prefix="/users",
     tags=["admin"],
     responses=error_responses(InvalidCredentials, Forbidden(ONLY_ADMINS)),
-    route_class=JsonBodyRoute,
+    route_class=MeteredRoute,
 )
 
 

@@ -33,7 +33,8 @@ from blogapi.errors import (
     WrongLogin,
     error_responses,
 )
-from blogapi.json_body import JsonBodyRoute, is_json
+from blogapi.http_metrics import MeteredRoute
+from blogapi.json_body import is_json
 from blogapi.login_sessions import (
     EXAMPLE_REFRESH_TOKEN,
     REFRESH_TOKEN_MAX_CHARS,
@@ -265,7 +266,7 @@ def _missing(form: TokenRequest, *names: str) -> RequestValidationError:
     )
 
 
-router = APIRouter(tags=["authentication"], route_class=JsonBodyRoute)
+router = APIRouter(tags=["authentication"], route_class=MeteredRoute)
 
 
 @router.post(

@@ -37,6 +37,7 @@ MIN_SECRET_KEY_LENGTH = 32
 GENERATE_SECRET_KEY = (
     'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
 )
+MIN_METRICS_TOKEN_LENGTH = 16
 SECRET_KEY_NEEDED = (
     f"SECRET_KEY must be set to at least {MIN_SECRET_KEY_LENGTH} characters "
     f"(only SQLite may leave it unset); {GENERATE_SECRET_KEY}"
@@ -65,6 +66,14 @@ REFRESH_TOKEN_DAYS_NEEDED = (
 )
 
 
+METRICS_TOKEN_NEEDED = (
+    f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters; generate "
+    'one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+)
+METRICS_DIR_NEEDED = (
+    "METRICS_DIR must be an absolute path to a directory of the server's own, "
+    "e.g. /run/blogapi/metrics"
+)
 SENTRY_DSN_EXAMPLE = "https://<public key>@o0.ingest.sentry.io/<project id>"
 
 OTLP_PROTOCOL = "http/protobuf"
@@ -200,6 +209,11 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     emails_from: str = ""
     reset_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    metrics_token: SecretStr = SecretStr("")
+    """Turns GET /metrics on, for `Authorization: Bearer <METRICS_TOKEN>` only."""
+    metrics_dir: str = ""
+    """Where gunicorn's workers keep their metrics files (emptied at each start);
+    `<temp dir>/blogapi-metrics-<PORT>` when empty (see blogapi.server)."""
     commit: str = Field(
         default="",
         validation_alias=AliasChoices(
@@ -288,6 +302,20 @@ class Settings(BaseSettings):
             )
         return key
 
+    @field_validator("metrics_token")
+    @classmethod
+    def long_enough_token(cls, token: SecretStr) -> SecretStr:
+        if 0 < len(token.get_secret_value()) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(METRICS_TOKEN_NEEDED)
+        return token
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def absolute_metrics_dir(cls, folder: str) -> str:
+        if folder and not Path(folder).is_absolute():
+            raise ValueError(METRICS_DIR_NEEDED)
+        return folder
+
     def require_secret_key(self) -> None:
         """At start-up: SQLite without SECRET_KEY uses a key kept beside the database file
         (made on the first start); any other database needs SECRET_KEY."""
@@ -330,6 +358,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Metrics are collected and served only when METRICS_TOKEN is set."""
+        return bool(self.metrics_token.get_secret_value())
 
     @property
     def workers(self) -> int:

@@ -12,9 +12,10 @@ from sqlalchemy import URL, Dialect, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blogapi import metrics
 from blogapi.config import settings
 from blogapi.resources import AppResources, Resources
 
@@ -94,6 +95,7 @@ def build_engine(url: str) -> AsyncEngine:
         logging.getLogger("aiosqlite").setLevel(logging.INFO)
         engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"), **pool)
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
+        _count_connections(engine.sync_engine.pool)
         return engine
     engine = create_async_engine(
         parsed,
@@ -107,7 +109,52 @@ def build_engine(url: str) -> AsyncEngine:
     event.listen(
         engine.sync_engine.pool, "checkout", _ping_if_idle(engine.sync_engine.dialect)
     )
+    _count_connections(engine.sync_engine.pool)
     return engine
+
+
+_POOL_STATE = "blogapi.pool_state"
+
+
+def _count_connections(pool: Pool) -> None:
+    """Keep `blogapi_db_pool_connections` (in_use, idle) as the pool's events say, when
+    metrics are on. Each pool entry remembers where it is counted, so an event that
+    repeats a state (a reconnect during checkout, a ping that failed) counts nothing
+    twice."""
+    if not settings.metrics_enabled:
+        return
+
+    def move(record: ConnectionPoolEntry, state: str | None) -> None:
+        counted = record.record_info
+        assert counted is not None  # None for a detached connection only
+        before = counted.get(_POOL_STATE)
+        if before == state:
+            return
+        if before is not None:
+            metrics.pool_connections(before).dec()
+        if state is not None:
+            metrics.pool_connections(state).inc()
+        counted[_POOL_STATE] = state
+
+    def connected(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        move(record, "idle")
+
+    def checked_out(
+        _dbapi_connection: Any, record: ConnectionPoolEntry, _: Any
+    ) -> None:
+        move(record, "in_use")
+
+    def checked_in(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # No connection: it was invalidated while out, and the entry waits empty.
+        move(record, "idle" if dbapi_connection is not None else None)
+
+    def closed(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        move(record, None)
+
+    event.listen(pool, "connect", connected)
+    event.listen(pool, "checkout", checked_out)
+    event.listen(pool, "checkin", checked_in)
+    event.listen(pool, "close", closed)
 
 
 def _note_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -161,16 +208,22 @@ async def _connect_in_turn(session: AsyncSession, line: anyio.Lock) -> None:
     that has just asked for one, ahead of those already waiting. Requests line up here
     first (anyio's Lock hands over in arrival order) and go to the pool one at a time,
     so the one at the pool is the longest waiting. Waiting in line counts against
-    DB_POOL_TIMEOUT, as waiting in the pool does."""
+    DB_POOL_TIMEOUT, as waiting in the pool does. The requests in line and at the pool
+    are the `waiting` of `blogapi_db_pool_connections`."""
+    waiting = metrics.pool_connections("waiting")
+    waiting.inc()
     try:
-        with anyio.fail_after(settings.db_pool_timeout):
-            await line.acquire()
-    except TimeoutError:
-        raise PoolTimeoutError("no database connection came free in time") from None
-    try:
-        await session.connection()
+        try:
+            with anyio.fail_after(settings.db_pool_timeout):
+                await line.acquire()
+        except TimeoutError:
+            raise PoolTimeoutError("no database connection came free in time") from None
+        try:
+            await session.connection()
+        finally:
+            line.release()
     finally:
-        line.release()
+        waiting.dec()
 
 
 async def begin_transaction(session: AsyncSession) -> None:

@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from blogapi.auth import CurrentUser
 from blogapi.db import session_in_turn
 from blogapi.errors import InvalidCredentials, TooManyAttempts, error_responses
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import EXAMPLE_ID, EXAMPLE_TIME, utc_now
 from blogapi.posts import Post
 from blogapi.resources import AppResources, Resources
@@ -222,7 +223,7 @@ class ExportResponse(StreamingResponse):
                     await self.claim.release()
 
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=MeteredRoute)
 
 
 @router.get(

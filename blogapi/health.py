@@ -16,11 +16,11 @@ from sqlalchemy.pool import QueuePool
 from blogapi import __version__
 from blogapi.config import settings
 from blogapi.errors import DatabaseUnavailable, NotReady, error_responses
-from blogapi.json_body import JsonBodyRoute
+from blogapi.http_metrics import MeteredRoute
 from blogapi.migration_state import database_revisions, revision_names
 from blogapi.resources import Resources
 
-router = APIRouter(prefix="/health", tags=["health"], route_class=JsonBodyRoute)
+router = APIRouter(prefix="/health", tags=["health"], route_class=MeteredRoute)
 
 
 CODE_DIR = Path(__file__).resolve().parent.parent

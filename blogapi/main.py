@@ -18,6 +18,8 @@ from blogapi import (
     auth,
     export,
     health,
+    http_metrics,
+    metrics,
     password_reset,
     posts,
     reset_page,
@@ -33,6 +35,7 @@ from blogapi.db import build_engine
 from blogapi.docs import install_docs
 from blogapi.error_handlers import install_error_handlers
 from blogapi.errors import VALIDATION_ERROR_EXAMPLE
+from blogapi.http_metrics import HttpMetrics, MeteredRoute
 from blogapi.middleware import (
     AllowedOriginsOnly,
     BodySizeLimit,
@@ -83,6 +86,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing=_start_tracing(engine) if traces_requested() else None,
     )
     app.state.resources = resources
+    if settings.metrics_enabled:
+        metrics.record_build(__version__, resources.commit)
     try:
         _start_error_reports(resources.commit)
         async with anyio.create_task_group() as background:
@@ -147,6 +152,20 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+FEATURES = (
+    auth,
+    accounts,
+    export,
+    password_reset,
+    reset_page,
+    admin,
+    posts,
+    votes,
+    health,
+)
+"""The feature modules whose routers make up the API."""
+
+
 class BlogApi(FastAPI):
     """FastAPI, with an example of its own 422 answer in the OpenAPI document, as every
     other answer has."""
@@ -172,6 +191,7 @@ def create_app() -> FastAPI:
         # FastAPI's own spans would carry the query string: blogapi.tracing makes them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.router.route_class = MeteredRoute
     app.add_middleware(RetryConflicts)
     app.add_middleware(
         AllowedOriginsOnly,
@@ -182,8 +202,10 @@ def create_app() -> FastAPI:
         # A front end on another origin reads the next page's URL from it.
         expose_headers=["Link"],
     )
-    app.add_middleware(OptionalTrailingSlash)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.metrics_enabled:
+        app.add_middleware(HttpMetrics)
+    app.add_middleware(OptionalTrailingSlash)
     app.add_middleware(RequestLog, report_error=_error_reporter())
     app.add_middleware(SecurityHeaders)
     if traces_requested():
@@ -207,19 +229,10 @@ def create_app() -> FastAPI:
         StaticFiles(packages=[("blogapi", "static")]),
         name="static",
     )
-    features = (
-        auth,
-        accounts,
-        export,
-        password_reset,
-        reset_page,
-        admin,
-        posts,
-        votes,
-        health,
-    )
-    for feature in features:
+    for feature in FEATURES:
         app.include_router(feature.router)
+    if settings.metrics_enabled:
+        app.include_router(http_metrics.router)
     return app
 
 

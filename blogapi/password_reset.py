@@ -24,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel, col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blogapi import metrics
 from blogapi.config import settings
 from blogapi.db import SessionDep
 from blogapi.errors import InvalidToken, MalformedBody, TooManyAttempts, error_responses
-from blogapi.json_body import JsonBodyRoute
+from blogapi.http_metrics import MeteredRoute
 from blogapi.mail import email_configured, send_email
 from blogapi.model_base import RequestBody, UTCDateTime, example, utc_now
 from blogapi.resources import Resources
@@ -49,6 +50,8 @@ RESET_TOKEN_MAX_CHARS = 128
 INVALID_TOKEN = InvalidToken.default_detail
 TOO_MANY_REQUESTS = "Too many password recovery requests"
 SUBJECT = "Reset your password"
+EMAIL_KIND = "password-reset"
+"""The `kind` of `blogapi_emails_total` for reset links."""
 
 
 class PasswordResetToken(SQLModel, table=True):
@@ -174,6 +177,7 @@ async def send_reset_link(engine: AsyncEngine, email: str) -> None:
     try:
         await run_in_threadpool(send_email, email, SUBJECT, reset_text(link))
     except (OSError, smtplib.SMTPException) as error:
+        metrics.EMAILS.labels(EMAIL_KIND, "failed").inc()
         log.error(
             "password recovery: could not email user %d through %s:%d: %s",
             user_id,
@@ -182,10 +186,11 @@ async def send_reset_link(engine: AsyncEngine, email: str) -> None:
             error,
         )
         return
+    metrics.EMAILS.labels(EMAIL_KIND, "sent").inc()
     log.info("password recovery: emailed a reset link to user %d", user_id)
 
 
-router = APIRouter(tags=["authentication"], route_class=JsonBodyRoute)
+router = APIRouter(tags=["authentication"], route_class=MeteredRoute)
 
 
 @router.post(

@@ -29,7 +29,7 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
-from blogapi.json_body import JsonBodyRoute
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import (
     EXAMPLE_ID,
     EXAMPLE_TIME,
@@ -223,7 +223,7 @@ router = APIRouter(
     prefix="/posts",
     tags=["posts"],
     responses=error_responses(InvalidCredentials),
-    route_class=JsonBodyRoute,
+    route_class=MeteredRoute,
 )
 LIST_PATH = "/posts/"
 EXAMPLE_CURSOR = NEWEST_FIRST.cursor_of(EXAMPLE_TIME, EXAMPLE_ID)

@@ -13,6 +13,7 @@ prefix (`https://example.com/api/reset-password`), whether or not the app knows 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from blogapi.http_metrics import MeteredRoute
 from blogapi.users import PASSWORD_MIN_CHARS
 
 STATIC_URL = "/static"
@@ -56,7 +57,7 @@ PAGE = f"""<!doctype html>
 </html>
 """
 
-router = APIRouter(tags=["authentication"])
+router = APIRouter(tags=["authentication"], route_class=MeteredRoute)
 
 
 @router.get(

@@ -8,6 +8,9 @@ address from X-Forwarded-For only on connections from FORWARDED_ALLOW_IPS.
 The migrations are applied first. If PostgreSQL can't be reached, the server starts
 anyway: /health answers, and each worker applies the migrations once the database
 answers (MIGRATE_ON_START), answering 503 until then.
+
+With METRICS_TOKEN set, gunicorn's workers keep their metrics in files in METRICS_DIR
+(emptied first), which GET /metrics adds up (blogapi.metrics).
 """
 
 import argparse
@@ -16,6 +19,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,8 +28,9 @@ import uvicorn
 from sqlalchemy.exc import DBAPIError
 from uvicorn_worker import UvicornWorker
 
-from blogapi.config import SettingsError, exit_for, settings
+from blogapi.config import METRICS_DIR_NEEDED, SettingsError, exit_for, settings
 from blogapi.db_errors import is_unreachable, unreachable_message
+from blogapi.metrics import MULTIPROCESS_DIR_VARIABLE
 from blogapi.migration_state import log_migration_steps, migrate
 from blogapi.request_log import configure_logging
 
@@ -164,6 +169,36 @@ def warn_if_throttled_per_worker(workers: int) -> None:
         )
 
 
+METRICS_FILE_PREFIXES = ("counter_", "gauge_", "histogram_", "summary_")
+"""What prometheus_client names its files in multiprocess mode: `counter_<pid>.db`..."""
+
+
+def metrics_dir(port: int) -> Path:
+    if settings.metrics_dir:
+        return Path(settings.metrics_dir)
+    return Path(tempfile.gettempdir()) / f"blogapi-metrics-{port}"
+
+
+def prepare_metrics_dir(port: int) -> Path:
+    """Make METRICS_DIR (by default one per port in the temporary directory, so that two
+    servers on one machine never share it) and empty it of the files of an earlier run,
+    whose values would otherwise be counted again."""
+    folder = metrics_dir(port)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if folder.is_symlink() or folder.stat().st_uid != os.geteuid():
+            # Someone else's (made first in a shared /tmp, say) could feed us figures.
+            sys.exit(
+                f"{folder} belongs to another user or is a link: {METRICS_DIR_NEEDED}"
+            )
+        for stale in folder.glob("*.db"):
+            if stale.name.startswith(METRICS_FILE_PREFIXES):
+                stale.unlink()
+    except OSError as error:
+        sys.exit(f"{folder}: {error.strerror}: {METRICS_DIR_NEEDED}")
+    return folder
+
+
 def serve(argv: Sequence[str]) -> None:
     args = parse_args(argv)
     configure_logging(settings.log_format)
@@ -179,6 +214,8 @@ def serve(argv: Sequence[str]) -> None:
     except PortUnavailable as error:
         exit_for(error)
     warn_if_throttled_per_worker(workers)
+    # One process (--reload) keeps its metrics in memory; gunicorn's workers in files.
+    os.environ.pop(MULTIPROCESS_DIR_VARIABLE, None)
     if args.reload:
         uvicorn.run(
             "blogapi.main:app",
@@ -191,18 +228,21 @@ def serve(argv: Sequence[str]) -> None:
             forwarded_allow_ips=settings.forwarded_allow_ips,
         )
         return
-    gunicorn = [sys.executable, "-m", "gunicorn", "blogapi.main:app"]
-    os.execv(
+    gunicorn = [
         sys.executable,
-        [
-            *gunicorn,
-            "--worker-class=blogapi.server.Worker",
-            f"--workers={workers}",
-            f"--bind={host}:{args.port}",
-            f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
-            # From the settings, so a .env file sets it too (gunicorn would read only
-            # the environment).
-            f"--forwarded-allow-ips={','.join(settings.forwarded_allow_ips)}",
-            "--no-control-socket",
-        ],
-    )
+        "-m",
+        "gunicorn",
+        "blogapi.main:app",
+        "--worker-class=blogapi.server.Worker",
+        f"--workers={workers}",
+        f"--bind={host}:{args.port}",
+        f"--graceful-timeout={GRACEFUL_SHUTDOWN_SECONDS}",
+        # From the settings, so a .env file sets it too (gunicorn would read only the
+        # environment).
+        f"--forwarded-allow-ips={','.join(settings.forwarded_allow_ips)}",
+        "--no-control-socket",
+    ]
+    if settings.metrics_enabled:
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = str(prepare_metrics_dir(args.port))
+        gunicorn.append("--config=python:blogapi.gunicorn_hooks")
+    os.execv(sys.executable, gunicorn)

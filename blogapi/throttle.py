@@ -22,6 +22,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
+from blogapi import metrics
 from blogapi.config import settings
 from blogapi.errors import TooManyAttempts
 
@@ -210,6 +211,8 @@ class AttemptThrottle:
     def __init__(self, store: AttemptStore, purpose: str = "") -> None:
         self.store = store
         self.prefix = f"{purpose}:" if purpose else ""
+        self.purpose = purpose or "login"
+        """What `blogapi_throttle_refusals_total` counts its refusals as."""
         self.window = settings.login_window_seconds
         self.limits = {
             "account": settings.login_max_failures,
@@ -241,6 +244,7 @@ class AttemptThrottle:
         it is one too many."""
         retry_after = await self.attempt(email, address)
         if retry_after is not None:
+            metrics.THROTTLE_REFUSALS.labels(self.purpose).inc()
             raise TooManyAttempts(what, retry_after)
 
     async def succeeded(self, email: str, address: str) -> None:

@@ -17,7 +17,7 @@ from blogapi.errors import (
     NotFound,
     error_responses,
 )
-from blogapi.json_body import JsonBodyRoute
+from blogapi.http_metrics import MeteredRoute
 from blogapi.model_base import (
     EXAMPLE_ID,
     MAX_ID,
@@ -86,7 +86,7 @@ _REMOVE_VOTE = delete(Vote).where(
 )
 """A vote may always be taken back, whatever became of the post's visibility."""
 
-router = APIRouter(prefix="/vote", tags=["votes"], route_class=JsonBodyRoute)
+router = APIRouter(prefix="/vote", tags=["votes"], route_class=MeteredRoute)
 
 
 @router.post(

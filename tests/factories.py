@@ -24,6 +24,7 @@ from httpx import Client, Response
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, delete, func, select, update
 
+from blogapi import metrics
 from blogapi.auth import RevokedToken
 from blogapi.config import settings
 from blogapi.db import build_sync_engine
@@ -229,6 +230,12 @@ def connections_held_during(
 
     with observing_password_work(noting):
         yield held
+
+
+def metric_value(sample: str, **labels: str) -> float:
+    """A sample's value in this process's metrics (the tests run no gunicorn), 0 if it
+    has none yet: `metric_value("blogapi_emails_total", kind=..., outcome="sent")`."""
+    return metrics.REGISTRY.get_sample_value(sample, labels) or 0.0
 
 
 def set_created_at(post_ids: list[int], when: datetime) -> None:

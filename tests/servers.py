@@ -1,8 +1,9 @@
 """Real processes for the tests a TestClient can't stand in for.
 
 - `ServerProcess`: `python -m blogapi` (migrations, then gunicorn) on a free loopback port,
-  with the environment a test gives it; it can be stopped, or killed with SIGKILL. Starting
-  it waits until it is ready (`/health/ready`), database included.
+  with the environment a test gives it; it can be stopped, or killed with SIGKILL, and it
+  names its workers and the one serving a given connection. Starting it waits until it is
+  ready (`/health/ready`), database included.
 - `serving_in_thread`: an app object served by uvicorn in a thread of the test's process,
   for tests that reach into the running app (its engine) while real HTTP goes through it.
 - `scratch_database`: a database of its own for those servers, made on the PostgreSQL server
@@ -26,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Self
 
@@ -169,6 +170,34 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def worker_pids(self) -> set[int]:
+        """gunicorn's workers: the master's children (Linux's /proc)."""
+        assert self.process is not None
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text()
+        return {int(pid) for pid in children.split()}
+
+    def worker_serving(self, connection: socket.socket) -> int:
+        """The worker that accepted this client connection: the one holding the server's
+        end of it, found through /proc/net/tcp and each worker's open files."""
+        client_port = connection.getsockname()[1]
+        inode = None
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (
+                self.port,
+                client_port,
+            ):
+                inode = fields[9]
+        assert inode is not None, f"no server end for client port {client_port}"
+        for pid in self.worker_pids():
+            for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+                with suppress(OSError):
+                    if os.readlink(descriptor) == f"socket:[{inode}]":
+                        return pid
+        raise AssertionError(f"no worker holds the connection from {client_port}")
 
     def _signal(self, number: signal.Signals) -> None:
         # gunicorn's master and its workers share the group this process leads.

@@ -30,6 +30,7 @@ from tests.factories import (
     engine,
     log_in,
     login,
+    metric_value,
 )
 from tests.mailbox import Inbox, smtp_server
 from tests.servers import free_port
@@ -81,6 +82,14 @@ def reset(client: TestClient, token: str, password: str = NEW_PASSWORD) -> Any:
     return client.post(
         "/reset-password", json={"token": token, "new_password": password}
     )
+
+
+def emails(outcome: str) -> float:
+    return metric_value("blogapi_emails_total", kind="password-reset", outcome=outcome)
+
+
+def refusals(purpose: str) -> float:
+    return metric_value("blogapi_throttle_refusals_total", purpose=purpose)
 
 
 def stored_hashes() -> list[str]:
@@ -264,11 +273,13 @@ def test_an_smtp_failure_is_logged_and_the_caller_still_gets_202(
     else:
         monkeypatch.setattr(settings, "smtp_port", free_port())
     caplog.set_level(logging.INFO)
+    sent, failed = emails("sent"), emails("failed")
 
     with blogapi_log(caplog):
         recover(client, user["email"])
 
     assert f"could not email user {user['id']}" in caplog.text
+    assert (emails("sent"), emails("failed")) == (sent, failed + 1)
     (token_hash,) = stored_hashes()
     assert token_hash not in caplog.text
 
@@ -292,6 +303,8 @@ def test_the_token_is_never_logged(
 
 def test_recovery_is_throttled_like_the_login(client: TestClient, inbox: Inbox) -> None:
     user = create_user(client)
+    sent, failed = emails("sent"), emails("failed")
+    refused = {purpose: refusals(purpose) for purpose in ("password-recovery", "login")}
     for _ in range(settings.login_max_failures):
         recover(client, user["email"])
 
@@ -303,6 +316,10 @@ def test_recovery_is_throttled_like_the_login(client: TestClient, inbox: Inbox) 
     }
     assert 0 < int(response.headers["retry-after"]) <= settings.login_window_seconds
     assert len(inbox.messages) == settings.login_max_failures
+    assert emails("sent") == sent + settings.login_max_failures
+    assert emails("failed") == failed
+    assert refusals("password-recovery") == refused["password-recovery"] + 1
+    assert refusals("login") == refused["login"]
     login(client, user["email"])
 
 

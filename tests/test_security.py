@@ -30,6 +30,7 @@ from tests.factories import (
     create_user_and_login,
     log_out_directly,
     login,
+    metric_value,
     revoke_tokens,
     vote,
 )
@@ -79,6 +80,7 @@ def test_five_failures_lock_the_account_with_429_and_retry_after(
     client: TestClient,
 ) -> None:
     user = create_user(client)
+    refused = metric_value("blogapi_throttle_refusals_total", purpose="login")
 
     fail_logins(client, user["email"], settings.login_max_failures)
 
@@ -86,6 +88,9 @@ def test_five_failures_lock_the_account_with_429_and_retry_after(
     assert_throttled(
         attempt(client, user["email"].upper(), "wrong"),
         settings.login_window_seconds,
+    )
+    assert (
+        metric_value("blogapi_throttle_refusals_total", purpose="login") == refused + 2
     )
 
 

@@ -4,6 +4,7 @@ Each test builds its own `Settings` from a cleaned environment; the app is never
 """
 
 import logging
+import re
 import stat
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from blogapi.config import (
+    METRICS_DIR_NEEDED,
+    METRICS_TOKEN_NEEDED,
+    MIN_METRICS_TOKEN_LENGTH,
     MIN_SECRET_KEY_LENGTH,
     REFRESH_TOKEN_DAYS_NEEDED,
     SECRET_KEY_NEEDED,
@@ -446,3 +450,50 @@ def test_email_settings_and_their_defaults(monkeypatch: pytest.MonkeyPatch) -> N
     assert configured.smtp_password.get_secret_value() == "never-shown"
     assert "never-shown" not in repr(configured)
     assert configured.reset_token_minutes == 30
+
+
+# METRICS_TOKEN and METRICS_DIR
+
+
+def test_metrics_are_off_by_default() -> None:
+    loaded = load()
+
+    assert not loaded.metrics_enabled
+    assert loaded.metrics_dir == ""
+
+
+def test_a_short_metrics_token_is_refused_and_not_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = "secret-token"[: MIN_METRICS_TOKEN_LENGTH - 1]
+    monkeypatch.setenv("METRICS_TOKEN", token)
+
+    with pytest.raises(ValidationError) as failure:
+        load()
+
+    assert METRICS_TOKEN_NEEDED in str(failure.value)
+    assert "METRICS_TOKEN must be at least 16 characters" in METRICS_TOKEN_NEEDED
+    assert token not in str(failure.value)
+
+
+def test_a_metrics_token_turns_metrics_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "t" * MIN_METRICS_TOKEN_LENGTH
+    monkeypatch.setenv("METRICS_TOKEN", token)
+    monkeypatch.setenv("METRICS_DIR", "/run/blogapi/metrics")
+
+    loaded = load()
+
+    assert loaded.metrics_enabled
+    assert loaded.metrics_token.get_secret_value() == token
+    assert token not in repr(loaded)
+    assert loaded.metrics_dir == "/run/blogapi/metrics"
+
+
+@pytest.mark.parametrize("given", ["metrics", "./metrics", "~/metrics"])
+def test_metrics_dir_must_be_absolute(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.setenv("METRICS_DIR", given)
+
+    with pytest.raises(ValidationError, match=re.escape(METRICS_DIR_NEEDED)):
+        load()
