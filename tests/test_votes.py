@@ -1,14 +1,11 @@
 """/vote: adding and removing votes, and the counts posts show."""
 
-import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -24,7 +21,12 @@ from tests.factories import (
     engine,
     vote,
 )
-from tests.servers import requires_postgres, vote_count_mismatches, vote_rows
+from tests.servers import (
+    requires_postgres,
+    serving_in_thread,
+    vote_count_mismatches,
+    vote_rows,
+)
 
 
 def votes_shown(client: TestClient, headers: dict[str, str], post_id: int) -> int:
@@ -372,23 +374,8 @@ RACERS = 12
 @pytest.fixture
 def live_server() -> Iterator[str]:
     """The app served by uvicorn on a free local port, in a background thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if server.started or not thread.is_alive():
-                break
-            time.sleep(0.01)
-        assert server.started, "the test server did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving_in_thread(app) as url:
+        yield url
 
 
 def race(base_url: str, headers: dict[str, str], body: dict) -> Counter[int]:
