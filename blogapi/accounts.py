@@ -4,7 +4,7 @@ your password, deleting your account. (Admins' /users routes: blogapi.admin.)"""
 from typing import Annotated
 
 import pydantic
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Integer, bindparam
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +17,9 @@ from blogapi.auth import (
     confirm_password,
     token_params,
 )
+from blogapi.config import settings
 from blogapi.db import SessionDep
+from blogapi.email_verification import mail_verification_link
 from blogapi.errors import (
     Conflict,
     InvalidCredentials,
@@ -81,13 +83,19 @@ _YOUR_ACCOUNT = error_responses(MalformedBody, InvalidCredentials, WrongLogin)
     response_model=UserSelf,
     summary="Register a user",
     description="At most SIGNUP_MAX_PER_ADDRESS registrations from one client address "
-    "(one IPv6 /64) per SIGNUP_WINDOW_SECONDS; only those that succeed count.",
+    "(one IPv6 /64) per SIGNUP_WINDOW_SECONDS; only those that succeed count. With "
+    "REQUIRE_EMAIL_VERIFICATION on, the email gets a link that verifies it "
+    "(`POST /verify-email`).",
     responses=error_responses(
         MalformedBody, Conflict(EMAIL_TAKEN), TooManyAttempts(TOO_MANY_SIGNUPS, 60)
     ),
 )
 async def create_user(
-    body: UserCreate, request: Request, resources: Resources, session: SessionDep
+    body: UserCreate,
+    request: Request,
+    background: BackgroundTasks,
+    resources: Resources,
+    session: SessionDep,
 ) -> User:
     await session.close()  # no connection is held while bcrypt runs
     # Counted before bcrypt runs, so parallel sign-ups can't pass the limit; taken
@@ -100,6 +108,8 @@ async def create_user(
             await session.commit()
         except IntegrityError:
             raise Conflict(EMAIL_TAKEN) from None
+    if settings.require_email_verification:
+        mail_verification_link(background, resources, user)
     return user
 
 

@@ -39,6 +39,7 @@ class UserAccount(SQLModel):
     created_at: datetime = Field(schema_extra=example(EXAMPLE_TIME))
     is_admin: bool = Field(schema_extra=example(True))
     is_active: bool = Field(schema_extra=example(True))
+    email_verified: bool = Field(schema_extra=example(True))
 
 
 class UserAccountUpdate(RequestBody):
@@ -70,7 +71,14 @@ class UserAccountUpdate(RequestBody):
         return self
 
 
-_ACCOUNT_COLUMNS = (User.id, User.email, User.created_at, User.is_admin, User.is_active)
+_ACCOUNT_COLUMNS = (
+    User.id,
+    User.email,
+    User.created_at,
+    User.is_admin,
+    User.is_active,
+    User.email_verified,
+)
 """What UserAccount shows, never the password hash."""
 BY_ID = id_ascending(col(User.id))
 _ACCOUNTS = (

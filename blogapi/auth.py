@@ -1,6 +1,6 @@
 """Authentication, in one place: the bearer scheme and its token's claims, the condition
-that a token is still current, the `CurrentUser` and `CurrentAdmin` dependencies, the
-401 and 403 answers, checking a user's password, and the /login and /logout routes
+that a token is still current, the `CurrentUser`, `CurrentAdmin` and `VerifiedUser`
+dependencies, the 401 and 403 answers, checking a user's password, and the /login and /logout routes
 (the OAuth2 token endpoint: the password and refresh token grants; ending a login).
 
 JWT encoding and password hashing are below, in blogapi.security; login sessions and
@@ -21,8 +21,10 @@ from sqlmodel import Field, SQLModel, col, delete, exists, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blogapi import login_sessions
+from blogapi.config import settings
 from blogapi.db import SessionDep
 from blogapi.errors import (
+    EmailNotVerified,
     Forbidden,
     InvalidCredentials,
     InvalidGrant,
@@ -161,6 +163,17 @@ async def get_current_admin(user: CurrentUser) -> User:
 
 
 CurrentAdmin = Annotated[User, Depends(get_current_admin)]
+
+
+async def get_verified_user(user: CurrentUser) -> User:
+    """The signed-in user, unless REQUIRE_EMAIL_VERIFICATION is on and their email is
+    not verified yet (blogapi.email_verification): for posting, editing and voting."""
+    if settings.require_email_verification and not user.email_verified:
+        raise EmailNotVerified()
+    return user
+
+
+VerifiedUser = Annotated[User, Depends(get_verified_user)]
 
 _PASSWORD_HASH = select(User.password_hash).where(
     User.id == bindparam("user_id", type_=Integer)

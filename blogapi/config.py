@@ -209,6 +209,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     emails_from: str = ""
     reset_token_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    require_email_verification: bool = False
+    """True: posting, editing and voting wait until the user has used the link emailed
+    at registration (blogapi.email_verification); needs SMTP_HOST."""
+    verify_token_hours: int = Field(default=48, ge=1, le=30 * 24)
     metrics_token: SecretStr = SecretStr("")
     """Turns GET /metrics on, for `Authorization: Bearer <METRICS_TOKEN>` only."""
     metrics_dir: str = ""
@@ -327,12 +331,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def require_email_settings(self) -> "Settings":
-        """Reset links need the site's address and a sender once email is on."""
+        """Emailed links need the site's address and a sender once email is on, and
+        verification needs email."""
         if self.smtp_host and not (self.email_links_url and self.emails_from):
             raise ValueError(
-                "SMTP_HOST is set, so FRONTEND_URL or PUBLIC_URL (the site that shows "
-                "the password reset form, e.g. https://blog.example.com) and "
+                "SMTP_HOST is set, so FRONTEND_URL or PUBLIC_URL (the site that emailed "
+                "links open, e.g. https://blog.example.com) and "
                 "EMAILS_FROM (the sender, e.g. blog@example.com) must be set too"
+            )
+        if self.require_email_verification and not self.smtp_host:
+            raise ValueError(
+                "REQUIRE_EMAIL_VERIFICATION is true, so SMTP_HOST (the mail server that "
+                "sends the verification links, e.g. smtp.example.com) must be set too"
             )
         return self
 

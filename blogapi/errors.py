@@ -158,6 +158,14 @@ class Forbidden(ApiError):
     description = "Not allowed to you"
 
 
+class EmailNotVerified(Forbidden):
+    default_detail = (
+        "Verify your email first: open the link emailed to you, or ask for a new one "
+        "with POST /verify-email/resend"
+    )
+    description = "The email is not verified yet (REQUIRE_EMAIL_VERIFICATION is on)"
+
+
 class NotFound(ApiError):
     status_code = 404
     example_detail = "Post 1 not found"

@@ -55,6 +55,7 @@ class ExportedUser(SQLModel):
     created_at: datetime
     is_admin: bool
     is_active: bool
+    email_verified: bool
 
 
 class ExportedPost(SQLModel):
@@ -86,6 +87,7 @@ class AccountExport(SQLModel):
                         "created_at": EXAMPLE_TIME,
                         "is_admin": False,
                         "is_active": True,
+                        "email_verified": True,
                     },
                     "posts": [
                         {

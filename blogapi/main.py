@@ -16,13 +16,14 @@ from blogapi import (
     accounts,
     admin,
     auth,
+    email_verification,
     export,
     health,
     http_metrics,
+    link_pages,
     metrics,
     password_reset,
     posts,
-    reset_page,
     votes,
 )
 from blogapi.config import (
@@ -79,6 +80,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         connection_line=anyio.Lock(),
         login_throttle=login_throttle,
         recovery_throttle=login_throttle.for_purpose("password-recovery"),
+        verification_throttle=login_throttle.for_purpose("email-verification"),
         signup_throttle=SignupThrottle(store),
         exports=OneAtATime(store, "export", export.CLAIM_SECONDS),
         migrations=MigrationState.of_this_code(migrating=settings.migrate_on_start),
@@ -156,8 +158,9 @@ FEATURES = (
     auth,
     accounts,
     export,
+    email_verification,
     password_reset,
-    reset_page,
+    link_pages,
     admin,
     posts,
     votes,
@@ -225,7 +228,7 @@ def create_app() -> FastAPI:
         return WELCOME
 
     app.mount(
-        reset_page.STATIC_URL,
+        link_pages.STATIC_URL,
         StaticFiles(packages=[("blogapi", "static")]),
         name="static",
     )

@@ -1,38 +1,31 @@
-"""Password reset by email: POST /password-recovery mails a single-use link to the
-site's front end (FRONTEND_URL, else PUBLIC_URL), whose form sends its token to
+"""Password reset by email: POST /password-recovery mails a single-use link
+(blogapi.email_links) to the site's front end, whose form sends its token to
 POST /reset-password. Without a front end of its own, the link opens the API's page
-(blogapi.reset_page).
+(blogapi.link_pages). A token expires after RESET_TOKEN_MINUTES.
 
-A token is 256 random bits, so the database keeps only its SHA-256: whoever reads the
-table can't use what is there. It expires after RESET_TOKEN_MINUTES and is deleted when
-used.
+A completed reset also verifies the email (the link reached it) and ends every session.
 """
 
 import logging
-import smtplib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import pydantic
 from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import EmailStr
-from sqlalchemy import Integer, bindparam, insert, or_
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import Field, SQLModel, col, delete, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import Integer, bindparam
+from sqlmodel import Field, SQLModel, col, update
 
-from blogapi import metrics
 from blogapi.config import settings
 from blogapi.db import SessionDep
+from blogapi.email_links import EmailedLink, LinkToken, token_field
 from blogapi.errors import InvalidToken, MalformedBody, TooManyAttempts, error_responses
 from blogapi.http_metrics import MeteredRoute
-from blogapi.mail import email_configured, send_email
-from blogapi.model_base import RequestBody, UTCDateTime, example, utc_now
+from blogapi.mail import email_configured
+from blogapi.model_base import RequestBody, example
 from blogapi.resources import Resources
-from blogapi.security import SHA256_HEX_CHARS, hash_password, opaque_token, token_hash
+from blogapi.security import hash_password
 from blogapi.throttle import client_address
 from blogapi.users import (
     EMAIL_MAX_CHARS,
@@ -45,21 +38,12 @@ from blogapi.users import (
 
 log = logging.getLogger("blogapi")
 
-RESET_TOKEN_MAX_CHARS = 128
-"""Ours are 43 characters."""
 INVALID_TOKEN = InvalidToken.default_detail
 TOO_MANY_REQUESTS = "Too many password recovery requests"
-SUBJECT = "Reset your password"
-EMAIL_KIND = "password-reset"
-"""The `kind` of `blogapi_emails_total` for reset links."""
 
 
-class PasswordResetToken(SQLModel, table=True):
+class PasswordResetToken(LinkToken, table=True):
     __tablename__ = "password_reset_tokens"
-
-    token_hash: str = Field(primary_key=True, max_length=SHA256_HEX_CHARS)
-    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
-    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
 
 
 RECOVERY_ACCEPTED = (
@@ -80,12 +64,7 @@ class RecoveryAccepted(SQLModel):
 
 
 class PasswordReset(RequestBody):
-    token: str = Field(
-        max_length=RESET_TOKEN_MAX_CHARS,
-        description="The `token` of the emailed link",
-        # The shape of a real one; no token has it, so it answers 400.
-        schema_extra=example("kP0v3yXb2Qm9_sW4rLx7tZ1cN8eH5aJ6uD0fG3iO2qY"),
-    )
+    token: str = token_field()
     new_password: Annotated[
         NewPassword, pydantic.Field(examples=[EXAMPLE_NEW_PASSWORD])
     ]
@@ -100,94 +79,26 @@ def reset_text(link: str) -> str:
     )
 
 
-_tokens = PasswordResetToken.metadata.tables["password_reset_tokens"]
-_NO_SYNC = {"synchronize_session": False}
-_FORGET_EXPIRED = (
-    delete(PasswordResetToken)
-    .where(col(PasswordResetToken.expires_at) < bindparam("now", type_=UTCDateTime))
-    .execution_options(**_NO_SYNC)
+RESET_LINKS = EmailedLink(
+    PasswordResetToken,
+    kind="password-reset",
+    path="/reset-password",
+    subject="Reset your password",
+    text=reset_text,
+    lifetime=lambda: timedelta(minutes=settings.reset_token_minutes),
+    recipient=(col(User.email) == bindparam("email")) & col(User.is_active),
 )
-_ISSUE = (
-    insert(_tokens)
-    .from_select(
-        ["token_hash", "user_id", "expires_at"],
-        select(
-            bindparam("token_hash"),
-            col(User.id),
-            bindparam("expires_at", type_=UTCDateTime),
-        ).where(col(User.email) == bindparam("email"), col(User.is_active)),
-    )
-    .returning(_tokens.c.user_id)
-)
-"""A token for the active account with the email, if there is one, in one statement."""
-_USE = (
-    delete(PasswordResetToken)
-    .where(col(PasswordResetToken.token_hash) == bindparam("token_hash"))
-    .returning(col(PasswordResetToken.user_id), col(PasswordResetToken.expires_at))
-    .execution_options(**_NO_SYNC)
-)
-"""Whoever runs this first for a token has it: a second, concurrent use finds none."""
 _SET_PASSWORD = (
     update(User)
     .where(col(User.id) == bindparam("user_id", type_=Integer), col(User.is_active))
     .values(
         password_hash=bindparam("new_hash"),
         token_version=User.token_version + 1,
+        # The link reached the address: it is the user's.
+        email_verified=True,
     )
-    .execution_options(**_NO_SYNC)
+    .execution_options(synchronize_session=False)
 )
-_FORGET_USED = (
-    delete(PasswordResetToken)
-    .where(
-        or_(
-            col(PasswordResetToken.user_id) == bindparam("user_id", type_=Integer),
-            col(PasswordResetToken.expires_at) < bindparam("now", type_=UTCDateTime),
-        )
-    )
-    .execution_options(**_NO_SYNC)
-)
-"""The user's other links die with the password they were sent to replace."""
-
-
-async def send_reset_link(engine: AsyncEngine, email: str) -> None:
-    """Issue a token to the active account with this email, if there is one, and mail it
-    the link. Runs after the response is sent, so that takes the same time either way;
-    failures are logged (never the token), and the caller has had its 202."""
-    token = opaque_token()
-    now = utc_now()
-    try:
-        async with AsyncSession(engine) as session:
-            await session.exec(_FORGET_EXPIRED, params={"now": now})
-            issued = await session.exec(
-                _ISSUE,
-                params={
-                    "email": email,
-                    "token_hash": token_hash(token),
-                    "expires_at": now + timedelta(minutes=settings.reset_token_minutes),
-                },
-            )
-            user_id = issued.scalar()
-            await session.commit()
-    except (DBAPIError, PoolTimeoutError):
-        log.exception("password recovery: could not store a reset token")
-        return
-    if user_id is None:
-        return
-    link = f"{settings.email_links_url}/reset-password?token={token}"
-    try:
-        await run_in_threadpool(send_email, email, SUBJECT, reset_text(link))
-    except (OSError, smtplib.SMTPException) as error:
-        metrics.EMAILS.labels(EMAIL_KIND, "failed").inc()
-        log.error(
-            "password recovery: could not email user %d through %s:%d: %s",
-            user_id,
-            settings.smtp_host,
-            settings.smtp_port,
-            error,
-        )
-        return
-    metrics.EMAILS.labels(EMAIL_KIND, "sent").inc()
-    log.info("password recovery: emailed a reset link to user %d", user_id)
 
 
 router = APIRouter(tags=["authentication"], route_class=MeteredRoute)
@@ -216,7 +127,7 @@ async def recover_password(
     )
     if email_configured():
         resources.require_ready()
-        background.add_task(send_reset_link, resources.engine, email)
+        background.add_task(RESET_LINKS.send, resources.engine, email, email=email)
     else:
         log.warning("password recovery: email is not configured (SMTP_HOST): not sent")
     return RecoveryAccepted()
@@ -230,19 +141,16 @@ async def recover_password(
     responses=error_responses(MalformedBody, InvalidToken),
 )
 async def reset_password(body: PasswordReset, session: SessionDep) -> None:
-    used = await session.exec(_USE, params={"token_hash": token_hash(body.token)})
-    found = used.first()
+    user_id = await RESET_LINKS.use(session, body.token)
     await session.close()  # the token is used up; bcrypt runs with no connection held
-    if found is None or found.expires_at <= utc_now():
+    if user_id is None:
         raise InvalidToken()
     password_hash = await run_in_threadpool(hash_password, body.new_password)
     changed = await session.exec(
-        _SET_PASSWORD,
-        params={"user_id": found.user_id, "new_hash": password_hash},
+        _SET_PASSWORD, params={"user_id": user_id, "new_hash": password_hash}
     )
     if changed.rowcount == 0:
         raise InvalidToken()
-    await session.exec(
-        _FORGET_USED, params={"user_id": found.user_id, "now": utc_now()}
-    )
+    # The user's other links die with the password they were sent to replace.
+    await RESET_LINKS.forget_user(session, user_id)
     await session.commit()

@@ -20,9 +20,10 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Field, Relationship, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blogapi.auth import CurrentUser
+from blogapi.auth import CurrentUser, VerifiedUser
 from blogapi.db import SessionDep
 from blogapi.errors import (
+    EmailNotVerified,
     Forbidden,
     InvalidCredentials,
     MalformedBody,
@@ -201,20 +202,26 @@ async def get_visible_post(
 VisiblePost = Annotated[Post, Depends(get_visible_post)]
 
 
-async def get_owned_post(user: CurrentUser, post: VisiblePost) -> Post:
+def _require_owner(user: User, post: Post) -> Post:
     if post.owner_id != user.id:
         raise Forbidden(NOT_YOURS)
     return post
+
+
+async def get_owned_post(user: VerifiedUser, post: VisiblePost) -> Post:
+    """The user's own post, to change: an unverified email is refused first."""
+    return _require_owner(user, post)
 
 
 OwnedPost = Annotated[Post, Depends(get_owned_post)]
 
 
 async def get_deletable_post(user: CurrentUser, post: VisiblePost) -> Post:
-    """The user's own post, or any post for an admin."""
+    """The user's own post, or any post for an admin. No verified email is needed:
+    nobody is kept from taking down what they wrote."""
     if user.is_admin:
         return post
-    return await get_owned_post(user, post)
+    return _require_owner(user, post)
 
 
 DeletablePost = Annotated[Post, Depends(get_deletable_post)]
@@ -273,9 +280,11 @@ async def list_posts(
     status_code=status.HTTP_201_CREATED,
     response_model=PostPublic,
     summary="Create a post",
-    responses=error_responses(MalformedBody),
+    responses=error_responses(EmailNotVerified, MalformedBody),
 )
-async def create_post(user: CurrentUser, body: PostCreate, session: SessionDep) -> Post:
+async def create_post(
+    user: VerifiedUser, body: PostCreate, session: SessionDep
+) -> Post:
     post = Post.model_validate(body, update={"owner_id": user.id})
     post.owner = user
     session.add(post)
@@ -300,7 +309,7 @@ async def read_post(post: VisiblePost) -> Post:
     "/{post_id}",
     response_model=PostPublic,
     summary="Replace a post",
-    responses=error_responses(MalformedBody, Forbidden, NotFound),
+    responses=error_responses(MalformedBody, Forbidden, EmailNotVerified, NotFound),
 )
 async def replace_post(post: OwnedPost, body: PostCreate, session: SessionDep) -> Post:
     return await _save_edit(post, body.model_dump(), session)
@@ -310,7 +319,7 @@ async def replace_post(post: OwnedPost, body: PostCreate, session: SessionDep) -
     "/{post_id}",
     response_model=PostPublic,
     summary="Change part of a post",
-    responses=error_responses(MalformedBody, Forbidden, NotFound),
+    responses=error_responses(MalformedBody, Forbidden, EmailNotVerified, NotFound),
 )
 async def update_post(post: OwnedPost, body: PostUpdate, session: SessionDep) -> Post:
     return await _save_edit(post, body.model_dump(exclude_unset=True), session)

@@ -24,6 +24,8 @@ class AppResources:
     login_throttle: AttemptThrottle
     recovery_throttle: AttemptThrottle
     """Password recovery requests, counted apart from logins in the same store."""
+    verification_throttle: AttemptThrottle
+    """Requests for a new verification link, counted the same way."""
     signup_throttle: SignupThrottle
     """Registrations per client network, in the same store."""
     exports: OneAtATime

@@ -5,6 +5,7 @@ a new table model is added here too, or autogenerate won't see it."""
 from sqlmodel import SQLModel
 
 from blogapi.auth import RevokedToken
+from blogapi.email_verification import EmailVerificationToken
 from blogapi.login_sessions import LoginSession, RefreshToken
 from blogapi.password_reset import PasswordResetToken
 from blogapi.posts import Post
@@ -12,6 +13,7 @@ from blogapi.users import User
 from blogapi.votes import Vote
 
 __all__ = [
+    "EmailVerificationToken",
     "LoginSession",
     "PasswordResetToken",
     "Post",

@@ -94,6 +94,9 @@ class User(UserBase, table=True):
     token_version: int = Field(default=0, description="Raised to revoke every token")
     is_admin: bool = False
     is_active: bool = Field(default=True, description="False: tokens and login refused")
+    email_verified: bool = Field(
+        default=False, description="True once a link emailed to the address was used"
+    )
     created_at: datetime = Field(
         default_factory=utc_now, sa_type=UTCDateTime, nullable=False
     )
@@ -110,6 +113,10 @@ class UserSelf(UserPublic):
     """A user as they see themselves: with their email."""
 
     email: str = Field(schema_extra=example(EXAMPLE_EMAIL))
+    email_verified: bool = Field(
+        description="Whether a link emailed to the address was opened and used",
+        schema_extra=example(True),
+    )
 
 
 def may_see_email(viewer: User, user: User) -> bool:

@@ -8,10 +8,11 @@ from sqlalchemy import Integer, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, delete, select
 
-from blogapi.auth import CurrentUser
+from blogapi.auth import VerifiedUser
 from blogapi.db import SessionDep
 from blogapi.errors import (
     Conflict,
+    EmailNotVerified,
     InvalidCredentials,
     MalformedBody,
     NotFound,
@@ -96,11 +97,12 @@ router = APIRouter(prefix="/vote", tags=["votes"], route_class=MeteredRoute)
     responses=error_responses(
         MalformedBody,
         InvalidCredentials,
+        EmailNotVerified,
         NotFound,
         already_voted(EXAMPLE_ID, EXAMPLE_ID),
     ),
 )
-async def vote(user: CurrentUser, body: VoteCreate, session: SessionDep) -> VoteResult:
+async def vote(user: VerifiedUser, body: VoteCreate, session: SessionDep) -> VoteResult:
     if body.dir == 0:
         removed = await session.exec(
             _REMOVE_VOTE, params={"user_id": user.id, "post_id": body.post_id}

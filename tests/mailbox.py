@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 
 from tests.servers import free_port
 
-RESET_LINK = re.compile(r"\S+/reset-password\?token=([\w-]+)")
+LINK = re.compile(r"\S+/(?:reset-password|verify-email)\?token=([\w-]+)")
 WAIT_SECONDS = 30
 """How long a message sent after a response may take to arrive: generous, as a loaded
 machine is slow; an arrival ends the wait at once."""
@@ -46,16 +46,14 @@ class Inbox:
         return texts
 
     def links(self) -> list[str]:
-        """Every reset link received, in order."""
+        """Every link received (reset or verification), in order."""
         return [
-            match.group(0)
-            for text in self.texts()
-            for match in RESET_LINK.finditer(text)
+            match.group(0) for text in self.texts() for match in LINK.finditer(text)
         ]
 
     def tokens(self) -> list[str]:
-        """The token of each reset link received."""
-        return [token for text in self.texts() for token in RESET_LINK.findall(text)]
+        """The token of each link received."""
+        return [token for text in self.texts() for token in LINK.findall(text)]
 
     def token(self) -> str:
         """The token of the one link received."""

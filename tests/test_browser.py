@@ -372,8 +372,8 @@ def test_every_operation_answers_2xx_with_its_example_in_swagger_ui(
     page: Page, server: LiveServer, tmp_path: Path
 ) -> None:
     """On an empty database, in the order a newcomer would go: every operation, with
-    the example the page fills in (ids typed in), answers 2xx; but the reset token of
-    the example is none the server sent (400). The account is deleted near the end,
+    the example the page fills in (ids typed in), answers 2xx; but the reset and
+    verification tokens of the examples are none the server sent (400). The account is deleted near the end,
     registered again with the same example, and its password changed; logout is last."""
     page.goto(f"{server.url}/docs")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("blogapi")
@@ -392,10 +392,13 @@ def test_every_operation_answers_2xx_with_its_example_in_swagger_ui(
     run.run("recover_password", 202)
     run.run("reset_password", 400)
     assert "<form" in run.run("reset_password_page", 200)
+    run.run("verify_email", 400)
+    assert "<form" in run.run("verify_email_page", 200)
 
     authorize(page, server, EXAMPLE_EMAIL, EXAMPLE_PASSWORD)
     assert json.loads(run.run("read_me", 200)) == ada
     run.run("read_user", 200, user_id=ada["id"])
+    run.run("resend_verification_email", 202)
     assert run.body("create_post") == {
         "title": "Hello, world",
         "content": "My first post",

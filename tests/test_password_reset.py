@@ -120,7 +120,11 @@ def test_the_link_arrives_and_sets_the_password(
     )
     assert wrong.status_code == 403
     headers = login(client, user["email"], NEW_PASSWORD)
-    assert client.get("/users/me", headers=headers).json() == user
+    # The link reached the address, so the reset verified it too.
+    assert client.get("/users/me", headers=headers).json() == {
+        **user,
+        "email_verified": True,
+    }
 
 
 def test_a_reset_ends_every_login_session_of_the_user(
@@ -295,7 +299,7 @@ def test_the_token_is_never_logged(
         token = inbox.token()
         reset(client, token)
 
-    assert f"emailed a reset link to user {user['id']}" in caplog.text
+    assert f"emailed a link to user {user['id']}" in caplog.text
     # mail.log is the test's SMTP sink tracing the mail it received, link included.
     logged = [r.getMessage() for r in caplog.records if r.name != "mail.log"]
     assert token not in "\n".join(logged)
@@ -431,8 +435,8 @@ def test_the_page_s_script_and_style_are_relative_and_served_here(
     scripts = [script["src"] for script in page.all("script")]
     styles = [link["href"] for link in page.all("link") if link["rel"] == "stylesheet"]
 
-    assert scripts == ["static/reset-password.js"]
-    assert styles == ["static/reset-password.css"]
+    assert scripts == ["static/link-page.js", "static/reset-password.js"]
+    assert styles == ["static/link-page.css"]
     for asset in [*scripts, *styles]:
         assert asset is not None
         served = client.get(f"/{asset}")

@@ -33,9 +33,10 @@ def test_register_returns_the_public_user(client: TestClient) -> None:
 
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "email", "created_at"}
+    assert set(body) == {"id", "email", "created_at", "email_verified"}
     assert isinstance(body["id"], int)
     assert body["email"] == "ada@example.com"
+    assert body["email_verified"] is False
     created_at = datetime.fromisoformat(body["created_at"])
     assert created_at.utcoffset() == timedelta(0)
     assert abs(datetime.now(UTC) - created_at) < timedelta(minutes=1)
@@ -221,7 +222,12 @@ def test_openapi_shows_emails_only_in_a_users_own_view(client: TestClient) -> No
         ]
 
     assert set(models["UserPublic"]["properties"]) == {"id", "created_at"}
-    assert set(models["UserSelf"]["properties"]) == {"id", "created_at", "email"}
+    assert set(models["UserSelf"]["properties"]) == {
+        "id",
+        "created_at",
+        "email",
+        "email_verified",
+    }
     assert models["PostPublic"]["properties"]["owner"] == {
         "$ref": "#/components/schemas/UserPublic"
     }

@@ -1,8 +1,5 @@
 // The password reset page (GET /reset-password?token=...): sends the link's token and the
-// new password to POST /reset-password, and says how that went.
-//
-// It posts to the page's own path, which is where the API answers POST /reset-password:
-// behind a proxy that serves the API under a prefix the browser's path has that prefix.
+// new password to POST /reset-password (through link-page.js), and says how that went.
 "use strict";
 
 (function () {
@@ -11,13 +8,7 @@
   const form = document.getElementById("reset-form");
   const password = document.getElementById("new-password");
   const submit = form.querySelector('button[type="submit"]');
-  const status = document.getElementById("status");
-  const token = new URLSearchParams(window.location.search).get("token");
-
-  function show(kind, message) {
-    status.className = kind;
-    status.textContent = message;
-  }
+  const { token, show, detailOf, post } = window.linkPage;
 
   function closeForm() {
     password.value = "";
@@ -39,29 +30,9 @@
     return messages.length > 0 ? messages.join(". ") : null;
   }
 
-  async function detailOf(response) {
-    try {
-      return (await response.json()).detail;
-    } catch {
-      return undefined;
-    }
-  }
-
   async function send(newPassword) {
-    let response;
-    try {
-      response = await fetch(window.location.pathname, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ token: token, new_password: newPassword }),
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch {
-      show(
-        "error",
-        "Could not reach the server: check your connection and try again."
-      );
+    const response = await post({ token: token, new_password: newPassword });
+    if (response === null) {
       return;
     }
     if (response.status === 204) {
@@ -93,11 +64,6 @@
   }
 
   if (!token) {
-    show(
-      "error",
-      "This page needs the link from the email, token included: " +
-        "open that link again, or ask for a new one."
-    );
     return;
   }
   submit.disabled = false;
