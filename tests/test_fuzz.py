@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, CheckContext, load_all_checks
 from schemathesis.config import SchemathesisConfig
 
+from blogapi.email_verification import INVALID_LINK
 from blogapi.errors import InvalidGrant, InvalidTokenRequest
 from blogapi.main import create_app
 from blogapi.password_reset import INVALID_TOKEN
@@ -52,6 +53,7 @@ REASONS: dict[tuple[str, int], tuple[str, ...]] = {
     ("PUT /users/me/password", 422): (PASSWORD_TOO_LONG,),
     ("POST /password-recovery", 422): (NOT_AN_EMAIL,),
     ("POST /reset-password", 400): (INVALID_TOKEN,),
+    ("POST /verify-email", 400): (INVALID_LINK,),
     ("POST /login", 400): (
         InvalidGrant.default_detail,
         InvalidTokenRequest.default_detail,
