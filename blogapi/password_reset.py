@@ -14,7 +14,7 @@ import pydantic
 from fastapi import APIRouter, BackgroundTasks, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import EmailStr
-from sqlalchemy import Integer, bindparam
+from sqlalchemy import Integer, and_, bindparam
 from sqlmodel import Field, SQLModel, col, update
 
 from blogapi.config import settings
@@ -86,7 +86,7 @@ RESET_LINKS = EmailedLink(
     subject="Reset your password",
     text=reset_text,
     lifetime=lambda: timedelta(minutes=settings.reset_token_minutes),
-    recipient=(col(User.email) == bindparam("email")) & col(User.is_active),
+    recipient=and_(col(User.email) == bindparam("email"), col(User.is_active)),
 )
 _SET_PASSWORD = (
     update(User)

@@ -165,7 +165,7 @@ def test_every_json_body_route_is_in_the_document(client: TestClient) -> None:
             ("POST", "/password-recovery"),
             ("POST", "/logout"),
         ]
-        + [("POST", "/reset-password")]
+        + [("POST", "/reset-password"), ("POST", "/verify-email")]
     )
 
 
