@@ -225,7 +225,7 @@ class AttemptThrottle:
     def _keys(self, email: str, address: str) -> dict[str, str]:
         return {
             "account": f"{self.prefix}account:{email}",
-            "address": f"{self.prefix}address:{address}",
+            "address": f"{self.prefix}address:{client_network(address)}",
         }
 
     async def attempt(self, email: str, address: str) -> int | None:

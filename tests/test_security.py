@@ -122,6 +122,32 @@ def test_the_address_is_locked_once_it_fails_its_own_limit(client: TestClient) -
     assert attempt(elsewhere, user["email"]).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", True),
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+    ],
+)
+def test_ipv6_clients_are_locked_by_their_64(
+    client: TestClient, first: str, second: str, shared: bool
+) -> None:
+    """An IPv6 client holds a whole /64: one address each is no limit."""
+    user = create_user(client)
+    one = TestClient(app, client=(first, 50000))
+    other = TestClient(app, client=(second, 50000))
+    one.portal = other.portal = client.portal
+    for failures in range(settings.login_max_failures_per_address):
+        fail_logins(one, f"guess{failures}@example.com", 1)
+
+    response = attempt(other, user["email"])
+
+    if shared:
+        assert_throttled(response, settings.login_window_seconds)
+    else:
+        assert response.status_code == 200, response.text
+
+
 def test_a_successful_login_resets_the_account_count(client: TestClient) -> None:
     user = create_user(client)
 
