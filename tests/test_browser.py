@@ -1,14 +1,16 @@
-"""A real browser against a real server: Swagger UI and ReDoc work with no internet, and
-the emailed password reset link sets a new password on the API's own page.
+"""A real browser against a real server: Swagger UI and ReDoc work with no internet, the
+emailed password reset link sets a new password on the API's own page, and the link
+emailed at registration verifies the email there.
 
 Headless Chrome or Chromium (BROWSER_PATH, else where GitHub's Ubuntu runners and Debian keep
 one), driven by Playwright's Python package (nothing downloads a browser), opens /docs,
 registers through "Try it out", authorizes with the OAuth2 password form, creates a post and
 sees it listed; and runs every operation with the example Swagger UI fills in. It also
 opens the link of a reset email that a server process sent to an SMTP server the test runs,
-and sets a password there. Every request the page makes must go to the loopback server
-under test: any other host is blocked and fails the test, and so does anything the page's
-Content-Security-Policy refuses or an error in its script.
+and sets a password there; and the link of a verification email, and presses its button.
+Every request the page makes must go to the loopback server under test: any other host
+is blocked and fails the test, and so does anything the page's Content-Security-Policy
+refuses or an error in its script.
 """
 
 import json
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -81,6 +84,8 @@ from playwright.sync_api import (
 from sqlmodel import Session, select
 
 from blogapi.config import settings
+from blogapi.email_links import EXAMPLE_LINK_TOKEN
+from blogapi.email_verification import INVALID_LINK, EmailVerificationToken
 from blogapi.model_base import utc_now
 from blogapi.password_reset import INVALID_TOKEN, PasswordResetToken
 from tests.factories import PASSWORD as OLD_PASSWORD
@@ -211,7 +216,8 @@ def page(browser: Browser) -> Iterator[Page]:
     """A fresh page whose requests may only reach loopback; the rest are blocked and fail.
 
     The docs pages' Content-Security-Policy stops ReDoc's "API docs by Redocly" logo before
-    it is requested; any other request the policy refuses fails the test too.
+    it is requested; any other request the policy refuses fails the test too, and so
+    does an error in a page's script or one it logs to the console.
     """
     context = browser.new_context()
     context.set_default_timeout(UI_TIMEOUT_MS)
@@ -226,14 +232,20 @@ def page(browser: Browser) -> Iterator[Page]:
             problems.append(request.url)
             route.abort("blockedbyclient")
 
-    def refused_by_csp(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text and REDOC_LOGO not in message.text:
-            problems.append(message.text)
+    def refused_by_csp_or_an_error(message: ConsoleMessage) -> None:
+        text = message.text
+        if REDOC_LOGO in text:
+            return
+        # Chromium logs every HTTP error status and aborted request as a failed load:
+        # the tests check what the page made of those.
+        logged = message.type == "error" and not text.startswith("Failed to load")
+        if "Content Security Policy" in text or logged:
+            problems.append(f"console {message.type}: {text}")
 
     context.route("**/*", loopback_only)
     page = context.new_page()
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", refused_by_csp)
+    page.on("console", refused_by_csp_or_an_error)
     yield page
     context.close()
     assert problems == [], "the page tried to leave the machine or failed"
@@ -373,8 +385,9 @@ def test_every_operation_answers_2xx_with_its_example_in_swagger_ui(
 ) -> None:
     """On an empty database, in the order a newcomer would go: every operation, with
     the example the page fills in (ids typed in), answers 2xx; but the reset and
-    verification tokens of the examples are none the server sent (400). The account is deleted near the end,
-    registered again with the same example, and its password changed; logout is last."""
+    verification tokens of the examples are none the server sent (400). The account is
+    deleted near the end, registered again with the same example, and its password
+    changed; logout is last."""
     page.goto(f"{server.url}/docs")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("blogapi")
     run = ExampleRun(page, server)
@@ -447,6 +460,7 @@ def test_redoc_renders(page: Page, live_server: LiveServer) -> None:
 
 NEW_PASSWORD = "a brand new password"
 SET = "Your password is set."
+UNREACHABLE = "Could not reach the server: check your connection and try again."
 
 
 @pytest.fixture(scope="module")
@@ -455,23 +469,30 @@ def mail_server() -> Iterator[Inbox]:
         yield inbox
 
 
-@pytest.fixture(scope="module")
-def mailing_server(mail_server: Inbox) -> Iterator[ServerProcess]:
+@contextmanager
+def serving_mail(mail_server: Inbox, **env: str) -> Iterator[ServerProcess]:
     """`python -m blogapi` on the tests' own database (emptied before each test), mailing
     through the test's SMTP server, with no front end: PUBLIC_URL is its own address, so
-    the emailed links open its own reset page."""
+    the emailed links open its own pages."""
     server = ServerProcess(
         settings.database_url,
         SMTP_HOST="127.0.0.1",
         SMTP_PORT=str(mail_server.port),
         SMTP_STARTTLS="false",
         EMAILS_FROM="Blog <blog@example.com>",
+        **env,
     )
     server.env["PUBLIC_URL"] = server.url
     try:
         yield server.start()
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def mailing_server(mail_server: Inbox) -> Iterator[ServerProcess]:
+    with serving_mail(mail_server) as server:
+        yield server
 
 
 @pytest.fixture
@@ -495,6 +516,23 @@ def submit_password(page: Page, password: str) -> Locator:
     page.get_by_label("New password").fill(password)
     page.get_by_role("button", name="Set password").click()
     return page.get_by_role("status")
+
+
+@contextmanager
+def offline_posts(page: Page, path: str) -> Iterator[None]:
+    """Inside the block, the page's POSTs to `path` fail as with no connection."""
+
+    def cut_the_post(route: Route, request: Request) -> None:
+        if request.method == "POST":
+            route.abort("internetdisconnected")
+        else:
+            route.fallback()
+
+    page.route(f"**{path}", cut_the_post)
+    try:
+        yield
+    finally:
+        page.unroute(f"**{path}", cut_the_post)
 
 
 def login_status(server: ServerProcess, email: str, password: str) -> int:
@@ -559,18 +597,9 @@ def test_a_network_failure_says_so_and_the_link_still_works(
     link = emailed_link(mailing_server, inbox, user["email"])
     page.goto(link)
 
-    def cut_the_post(route: Route, request: Request) -> None:
-        if request.method == "POST":
-            route.abort("internetdisconnected")
-        else:
-            route.fallback()
-
-    page.route("**/reset-password", cut_the_post)
-    status = submit_password(page, NEW_PASSWORD)
-    expect(status).to_have_text(
-        "Could not reach the server: check your connection and try again."
-    )
-    page.unroute("**/reset-password", cut_the_post)
+    with offline_posts(page, "/reset-password"):
+        status = submit_password(page, NEW_PASSWORD)
+        expect(status).to_have_text(UNREACHABLE)
     status = submit_password(page, NEW_PASSWORD)
 
     expect(status).to_contain_text(SET)
@@ -586,30 +615,230 @@ def test_the_page_without_a_token_says_what_to_do(
     expect(page.get_by_role("button", name="Set password")).to_be_disabled()
 
 
-def test_the_page_works_behind_a_path_prefix(
-    page: Page, mailing_server: ServerProcess, inbox: Inbox
-) -> None:
-    """As behind a proxy that serves the API under /blog/api, stripping that prefix, and
-    an app that doesn't know it: the page's script, style and POST all stay under it."""
-    prefix = "/blog/api"
-    with mailing_server.client() as client:
-        user = create_user(client)
-    link = emailed_link(mailing_server, inbox, user["email"])
+PREFIX = "/blog/api"
+
+
+def behind_a_prefix(page: Page, server: ServerProcess) -> list[str]:
+    """Serve the page's requests to `server` as a proxy would that serves the API under
+    PREFIX, stripping it, to an app that doesn't know it. Requests outside the prefix
+    are refused, and listed in what this returns."""
     outside: list[str] = []
 
     def proxy(route: Route, request: Request) -> None:
         url = urlsplit(request.url)
-        if not url.path.startswith(f"{prefix}/"):
+        if not url.path.startswith(f"{PREFIX}/"):
             outside.append(request.url)
             route.abort("blockedbyclient")
             return
-        upstream = url._replace(path=url.path.removeprefix(prefix)).geturl()
+        upstream = url._replace(path=url.path.removeprefix(PREFIX)).geturl()
         route.fulfill(response=route.fetch(url=upstream))
 
-    page.route(f"{mailing_server.url}/**", proxy)
-    page.goto(link.replace(mailing_server.url, f"{mailing_server.url}{prefix}"))
+    page.route(f"{server.url}/**", proxy)
+    return outside
+
+
+def test_the_page_works_behind_a_path_prefix(
+    page: Page, mailing_server: ServerProcess, inbox: Inbox
+) -> None:
+    """The page's script, style and POST all stay under the prefix."""
+    with mailing_server.client() as client:
+        user = create_user(client)
+    link = emailed_link(mailing_server, inbox, user["email"])
+    outside = behind_a_prefix(page, mailing_server)
+
+    page.goto(link.replace(mailing_server.url, f"{mailing_server.url}{PREFIX}"))
     status = submit_password(page, NEW_PASSWORD)
 
     expect(status).to_contain_text(SET)
     assert outside == []
     assert login_status(mailing_server, user["email"], NEW_PASSWORD) == 200
+
+
+# The email verification page
+
+
+VERIFIED = "Your email is verified. You can close this page."
+
+
+@pytest.fixture(scope="module")
+def verifying_server(mail_server: Inbox) -> Iterator[ServerProcess]:
+    """As `mailing_server`, with REQUIRE_EMAIL_VERIFICATION on: registering mails a
+    link to the server's own verification page, and only verified users may post."""
+    with serving_mail(mail_server, REQUIRE_EMAIL_VERIFICATION="true") as server:
+        yield server
+
+
+def register(server: ServerProcess, inbox: Inbox) -> tuple[dict, str]:
+    """A new user, and the link of the email their registration sent."""
+    with server.client() as client:
+        user = create_user(client)
+    inbox.wait_for_messages(1)
+    (message,) = inbox.messages
+    assert (message["To"], message["Subject"]) == (user["email"], "Verify your email")
+    (link,) = inbox.links()
+    assert link.startswith(f"{server.url}/verify-email?token=")
+    return user, link
+
+
+def account_state(server: ServerProcess, email: str) -> tuple[bool, int]:
+    """What the API says of the user: `email_verified` in GET /users/me, and the status
+    of a POST /posts (403 until the email is verified)."""
+    with server.client() as client:
+        headers = login(client, email)
+        me = client.get("/users/me", headers=headers)
+        assert me.status_code == 200, me.text
+        post = client.post(
+            "/posts/",
+            json={"title": "Verified?", "content": "Posted after the page"},
+            headers=headers,
+        )
+    return me.json()["email_verified"], post.status_code
+
+
+def verify_button(page: Page) -> Locator:
+    return page.get_by_role("button", name="Verify my email")
+
+
+def press_verify(page: Page) -> Locator:
+    """Press the button and return the status area."""
+    verify_button(page).click()
+    return page.get_by_role("status")
+
+
+def posts_sent(page: Page) -> list[str]:
+    """The URL of each POST the page sends from now on."""
+    sent: list[str] = []
+
+    def note(request: Request) -> None:
+        if request.method == "POST":
+            sent.append(request.url)
+
+    page.on("request", note)
+    return sent
+
+
+def test_the_registration_link_verifies_once_the_button_is_pressed(
+    page: Page, verifying_server: ServerProcess, inbox: Inbox
+) -> None:
+    user, link = register(verifying_server, inbox)
+    posts = posts_sent(page)
+
+    for _ in range(2):  # as a mail scanner, then the user, would open it
+        page.goto(link)
+        expect(page.get_by_role("heading", name="Verify your email")).to_be_visible()
+        expect(verify_button(page)).to_be_enabled()  # the script runs
+        expect(verify_button(page)).to_have_css("background-color", "rgb(29, 78, 216)")
+        expect(page.locator("#status")).to_be_empty()
+        page.wait_for_load_state("networkidle")
+    assert posts == []
+    assert account_state(verifying_server, user["email"]) == (False, 403)
+
+    with page.expect_request(lambda r: r.method == "POST") as sent:
+        status = press_verify(page)
+    expect(status).to_have_text(VERIFIED)
+    expect(verify_button(page)).to_be_disabled()
+    assert urlsplit(sent.value.url).path == "/verify-email"
+    assert sent.value.post_data_json == {"token": link.partition("token=")[2]}
+    assert account_state(verifying_server, user["email"]) == (True, 201)
+
+    page.goto(link)
+    status = press_verify(page)
+    expect(status).to_have_text(INVALID_LINK)
+    expect(verify_button(page)).to_be_disabled()
+    assert account_state(verifying_server, user["email"]) == (True, 201)
+
+
+def test_an_expired_verification_link_says_to_ask_for_a_new_one(
+    page: Page, verifying_server: ServerProcess, inbox: Inbox
+) -> None:
+    user, link = register(verifying_server, inbox)
+    with Session(engine) as session:
+        row = session.exec(select(EmailVerificationToken)).one()
+        row.expires_at = utc_now() - timedelta(seconds=1)
+        session.commit()
+
+    page.goto(link)
+    status = press_verify(page)
+
+    expect(status).to_have_text(INVALID_LINK)
+    expect(verify_button(page)).to_be_disabled()
+    assert account_state(verifying_server, user["email"]) == (False, 403)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [EXAMPLE_LINK_TOKEN, "x" * 200],
+    ids=["unknown-400", "too-long-422"],
+)
+def test_a_forged_verification_link_says_to_ask_for_a_new_one(
+    page: Page, verifying_server: ServerProcess, token: str
+) -> None:
+    page.goto(f"{verifying_server.url}/verify-email?token={token}")
+    status = press_verify(page)
+
+    expect(status).to_have_text(INVALID_LINK)
+    expect(verify_button(page)).to_be_disabled()
+
+
+def test_a_resent_link_verifies_and_the_first_one_is_then_used_up(
+    page: Page, verifying_server: ServerProcess, inbox: Inbox
+) -> None:
+    user, first = register(verifying_server, inbox)
+    with verifying_server.client() as client:
+        headers = login(client, user["email"])
+        assert client.post("/verify-email/resend", headers=headers).status_code == 202
+    inbox.wait_for_messages(2)
+    resent = inbox.links()[1]
+    assert resent != first
+
+    page.goto(resent)
+    expect(press_verify(page)).to_have_text(VERIFIED)
+    assert account_state(verifying_server, user["email"]) == (True, 201)
+
+    page.goto(first)
+    expect(press_verify(page)).to_have_text(INVALID_LINK)
+
+
+def test_a_network_failure_on_the_verification_page_lets_the_user_press_again(
+    page: Page, verifying_server: ServerProcess, inbox: Inbox
+) -> None:
+    user, link = register(verifying_server, inbox)
+    page.goto(link)
+
+    with offline_posts(page, "/verify-email"):
+        status = press_verify(page)
+        expect(status).to_have_text(UNREACHABLE)
+        expect(verify_button(page)).to_be_enabled()
+    assert account_state(verifying_server, user["email"]) == (False, 403)
+    status = press_verify(page)
+
+    expect(status).to_have_text(VERIFIED)
+    assert account_state(verifying_server, user["email"]) == (True, 201)
+
+
+@pytest.mark.parametrize("query", ["", "?token="], ids=["no-token", "empty-token"])
+def test_the_verification_page_without_a_token_says_what_to_do(
+    page: Page, verifying_server: ServerProcess, query: str
+) -> None:
+    posts = posts_sent(page)
+    page.goto(f"{verifying_server.url}/verify-email{query}")
+
+    expect(page.get_by_role("status")).to_contain_text("needs the link from the email")
+    expect(verify_button(page)).to_be_disabled()
+    page.wait_for_load_state("networkidle")
+    assert posts == []
+
+
+def test_the_verification_page_works_behind_a_path_prefix(
+    page: Page, verifying_server: ServerProcess, inbox: Inbox
+) -> None:
+    """The page's script, style and POST all stay under the prefix."""
+    user, link = register(verifying_server, inbox)
+    outside = behind_a_prefix(page, verifying_server)
+
+    page.goto(link.replace(verifying_server.url, f"{verifying_server.url}{PREFIX}"))
+    status = press_verify(page)
+
+    expect(status).to_have_text(VERIFIED)
+    assert outside == []
+    assert account_state(verifying_server, user["email"]) == (True, 201)

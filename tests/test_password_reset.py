@@ -6,6 +6,7 @@ The page in a real browser is tested in tests/test_browser.py."""
 import hashlib
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
 from blogapi.config import settings
+from blogapi.email_links import LinkToken
 from blogapi.model_base import utc_now
 from blogapi.password_reset import INVALID_TOKEN, PasswordResetToken
 from blogapi.users import PASSWORD_MIN_CHARS
@@ -56,8 +58,8 @@ ASSET_TYPES = {
 }
 
 
-@pytest.fixture
-def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+@contextmanager
+def app_mailing(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
     """A real SMTP server on localhost, and the settings that send through it."""
     with smtp_server() as handler:
         for name, value in {
@@ -69,6 +71,12 @@ def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
             "frontend_url": "",
         }.items():
             monkeypatch.setattr(settings, name, value)
+        yield handler
+
+
+@pytest.fixture
+def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    with app_mailing(monkeypatch) as handler:
         yield handler
 
 
@@ -92,9 +100,10 @@ def refusals(purpose: str) -> float:
     return metric_value("blogapi_throttle_refusals_total", purpose=purpose)
 
 
-def stored_hashes() -> list[str]:
+def stored_hashes(table: type[LinkToken] = PasswordResetToken) -> list[str]:
+    """The token hashes stored for one kind of emailed link."""
     with Session(engine) as session:
-        return list(session.exec(select(PasswordResetToken.token_hash)).all())
+        return list(session.exec(select(table.token_hash)).all())
 
 
 def test_the_link_arrives_and_sets_the_password(
@@ -406,6 +415,24 @@ class PageParts(HTMLParser):
         (attributes,) = self.all(tag)
         return attributes
 
+    def status(self) -> dict[str, str | None]:
+        """The element whose text says how things went."""
+        (status,) = [a for a in self.all("p") if a.get("id") == "status"]
+        return status
+
+
+def assert_served_here(client: TestClient, asset: str | None) -> None:
+    """A page's script or style (a path relative to the page) is served, non-empty,
+    with its content type in UTF-8, not to be sniffed as anything else."""
+    assert asset is not None
+    served = client.get(f"/{asset}")
+    assert served.status_code == 200, asset
+    assert served.content
+    media_type, _, charset = served.headers["content-type"].partition("; ")
+    assert media_type in ASSET_TYPES[asset[asset.rindex(".") :]], asset
+    assert charset == "charset=utf-8"
+    assert served.headers["x-content-type-options"] == "nosniff"
+
 
 def test_the_page_is_served_with_strict_headers_and_a_labelled_form(
     client: TestClient,
@@ -424,7 +451,7 @@ def test_the_page_is_served_with_strict_headers_and_a_labelled_form(
     assert "required" in field
     assert page.one("label")["for"] == field["id"]
     assert page.one("button")["type"] == "submit"
-    (status,) = [a for a in page.all("p") if a.get("id") == "status"]
+    status = page.status()
     assert (status["role"], status["aria-live"]) == ("status", "polite")
 
 
@@ -438,14 +465,7 @@ def test_the_page_s_script_and_style_are_relative_and_served_here(
     assert scripts == ["static/link-page.js", "static/reset-password.js"]
     assert styles == ["static/link-page.css"]
     for asset in [*scripts, *styles]:
-        assert asset is not None
-        served = client.get(f"/{asset}")
-        assert served.status_code == 200, asset
-        assert served.content
-        media_type, _, charset = served.headers["content-type"].partition("; ")
-        assert media_type in ASSET_TYPES[asset[asset.rindex(".") :]], asset
-        assert charset == "charset=utf-8"
-        assert served.headers["x-content-type-options"] == "nosniff"
+        assert_served_here(client, asset)
 
 
 def test_opening_the_page_never_uses_the_token(
