@@ -132,6 +132,7 @@ def test_registration_mails_a_link_that_verifies_the_email(
     user, headers = create_user_and_login(client)
 
     assert user["email_verified"] is False
+    assert len(inbox.messages) == 2
     message = inbox.messages[-1]
     assert message["To"] == user["email"]
     assert message["From"] == "Blog <blog@example.com>"
@@ -150,6 +151,21 @@ def test_registration_mails_a_link_that_verifies_the_email(
     }
     assert vote(client, headers, post["id"]).status_code == 201
     create_post(client, headers)
+
+
+@pytest.mark.usefixtures("verification_required")
+def test_the_link_is_built_on_frontend_url_when_it_is_set(
+    client: TestClient, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "frontend_url", "https://app.example.com/account")
+
+    create_user(client)
+
+    token = inbox.token()
+    assert inbox.links() == [
+        f"https://app.example.com/account/verify-email?token={token}"
+    ]
+    assert verify(client, token).status_code == 204
 
 
 @pytest.mark.usefixtures("verification_required")
@@ -281,8 +297,11 @@ def test_token_rows_follow_their_user(client: TestClient, inbox: Inbox) -> None:
     user, headers = create_user_and_login(client)
     create_user(client)
 
-    client.request("DELETE", "/users/me", json={"password": PASSWORD}, headers=headers)
+    deleted = client.request(
+        "DELETE", "/users/me", json={"password": PASSWORD}, headers=headers
+    )
 
+    assert deleted.status_code == 204
     with Session(engine) as session:
         owners = session.exec(select(EmailVerificationToken.user_id)).all()
     assert len(owners) == 1
@@ -313,6 +332,7 @@ def test_an_unverified_user_may_read_and_delete_but_not_write_or_vote(
     for direction in (1, 0):
         assert_not_verified(vote(client, headers, others["id"], direction))
 
+    assert client.get(f"/posts/{own['id']}", headers=headers).json() == own
     assert client.get("/users/me", headers=headers).status_code == 200
     listed = client.get("/posts/", headers=headers)
     assert listed.status_code == 200
