@@ -45,6 +45,7 @@ TABLES = (
     "votes",
     "posts",
     "password_reset_tokens",
+    "email_verification_tokens",
     "refresh_tokens",
     "login_sessions",
     "users",

@@ -323,6 +323,59 @@ def test_0006_keeps_every_row_and_id_both_ways(
     assert row_counts(scratch_engine, ("users", "login_sessions")) == [2, 0]
 
 
+def test_0008_verifies_existing_accounts_and_keeps_every_row_and_id_both_ways(
+    alembic_config: Config, scratch_engine: Engine
+) -> None:
+    """Accounts made before it count as verified; one that an older release registers
+    beside it (without the column) gets the column's default, unverified. Its column is
+    added and dropped in place: no copy of the users table."""
+    command.upgrade(alembic_config, "0007")
+    with scratch_engine.begin() as connection:
+        for statement in (*USERS_POSTS_AND_VOTES, "DELETE FROM users WHERE id = 2"):
+            connection.execute(text(statement))
+
+    command.upgrade(alembic_config, "0008")
+    with scratch_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (email, password_hash, created_at) "
+                "VALUES ('c@example.com', 'x', CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO email_verification_tokens (token_hash, user_id, expires_at) "
+                "VALUES ('h1', 3, CURRENT_TIMESTAMP)"
+            )
+        )
+        verified = connection.execute(
+            text("SELECT id, email_verified FROM users ORDER BY id")
+        ).all()
+    assert [(row_id, bool(flag)) for row_id, flag in verified] == [
+        (1, True),
+        (3, False),
+    ]
+    command.downgrade(alembic_config, "0007")
+
+    assert row_counts(scratch_engine, ("users", "posts", "votes")) == [2, 1, 1]
+    schema = inspect(scratch_engine)
+    assert "email_verification_tokens" not in schema.get_table_names()
+    assert "email_verified" not in {c["name"] for c in schema.get_columns("users")}
+    with scratch_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (email, password_hash, created_at) "
+                "VALUES ('d@example.com', 'x', CURRENT_TIMESTAMP)"
+            )
+        )
+        assert connection.execute(text("SELECT max(id) FROM users")).scalar() == 4
+    command.upgrade(alembic_config, "0008")
+    with scratch_engine.begin() as connection:
+        flags = connection.execute(text("SELECT email_verified FROM users")).scalars()
+        assert [bool(flag) for flag in flags] == [True, True, True]
+    assert row_counts(scratch_engine, ("email_verification_tokens",)) == [0]
+
+
 def test_a_deleted_user_takes_their_sessions_and_refresh_tokens(
     alembic_config: Config, scratch_engine: Engine
 ) -> None:

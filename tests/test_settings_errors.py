@@ -126,6 +126,21 @@ CASES = {
         (PASSWORD,),
         ("PUBLIC_URL", "EMAILS_FROM"),
     ),
+    "email verification without smtp": Case(
+        {"REQUIRE_EMAIL_VERIFICATION": "true"},
+        "REQUIRE_EMAIL_VERIFICATION",
+        says=("SMTP_HOST",),
+    ),
+    "verify token hours of zero": Case(
+        {"VERIFY_TOKEN_HOURS": "0"},
+        "VERIFY_TOKEN_HOURS",
+        says=("from 1 to 720", "VERIFY_TOKEN_HOURS=48"),
+    ),
+    "verify token hours not a number": Case(
+        {"VERIFY_TOKEN_HOURS": "abc"},
+        "VERIFY_TOKEN_HOURS",
+        says=("from 1 to 720", "VERIFY_TOKEN_HOURS=48"),
+    ),
     "forwarded allow ips with a name": Case(
         {"FORWARDED_ALLOW_IPS": "127.0.0.1, proxy.example"},
         "FORWARDED_ALLOW_IPS",
@@ -375,6 +390,27 @@ def test_a_port_in_use_is_named_with_how_to_pick_another(
             ),
         ),
         (
+            {"require_email_verification": "true"},
+            (
+                "REQUIRE_EMAIL_VERIFICATION is true, so SMTP_HOST (the mail server that "
+                "sends the verification links, e.g. smtp.example.com) must be set too"
+            ),
+        ),
+        (
+            {"verify_token_hours": "0"},
+            (
+                "VERIFY_TOKEN_HOURS is out of range: use a whole number from 1 to 720, "
+                "e.g. VERIFY_TOKEN_HOURS=48"
+            ),
+        ),
+        (
+            {"verify_token_hours": "abc"},
+            (
+                "VERIFY_TOKEN_HOURS is not a whole number: use a whole number from 1 to "
+                "720, e.g. VERIFY_TOKEN_HOURS=48"
+            ),
+        ),
+        (
             {"signup_window_seconds": "an hour"},
             (
                 "SIGNUP_WINDOW_SECONDS is not a whole number: use a whole number of at "
@@ -428,6 +464,19 @@ def test_database_urls_that_work(url: str) -> None:
 )
 def test_redis_urls_that_work(url: str) -> None:
     assert load_settings(_env_file=None, redis_url=url).redis_url == url
+
+
+def test_email_verification_with_smtp_works() -> None:
+    loaded = load_settings(
+        _env_file=None,
+        require_email_verification="true",
+        verify_token_hours="720",
+        smtp_host="smtp.example.com",
+        public_url="https://blog.example.com",
+        emails_from="blog@example.com",
+    )
+
+    assert (loaded.require_email_verification, loaded.verify_token_hours) == (True, 720)
 
 
 @pytest.mark.parametrize(
