@@ -15,6 +15,7 @@ from blogapi.email_links import EXAMPLE_LINK_TOKEN
 from blogapi.email_verification import EmailVerificationToken
 from tests.factories import create_user, login
 from tests.mailbox import Inbox
+from tests.test_email_verification import is_verified
 from tests.test_password_reset import (
     PAGE_HEADERS,
     PUBLIC_URL,
@@ -33,14 +34,6 @@ def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
     with app_mailing(monkeypatch) as handler:
         monkeypatch.setattr(settings, "require_email_verification", True)
         yield handler
-
-
-def email_verified(client: TestClient, headers: dict[str, str]) -> bool:
-    response = client.get("/users/me", headers=headers)
-    assert response.status_code == 200, response.text
-    verified = response.json()["email_verified"]
-    assert isinstance(verified, bool)
-    return verified
 
 
 def test_the_page_is_served_with_strict_headers_and_a_disabled_button(
@@ -92,9 +85,9 @@ def test_opening_the_emailed_link_never_uses_it(
         hashlib.sha256(token.encode()).hexdigest()
     ]
     headers = login(client, user["email"])
-    assert not email_verified(client, headers)
+    assert not is_verified(client, headers)
     assert client.post("/verify-email", json={"token": token}).status_code == 204
-    assert email_verified(client, headers)
+    assert is_verified(client, headers)
 
 
 @pytest.mark.parametrize("path", ["/verify-email", "/reset-password"])
