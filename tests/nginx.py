@@ -19,11 +19,7 @@ temporary folder. Every wait here is bounded.
 
 import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,13 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, free_port
+from tests.daemons import Daemon
+from tests.servers import ROOT
 
 BINARY = "/usr/sbin/nginx"
-START_SECONDS = 30
 RELOAD_SECONDS = 90
 """Old worker processes finish the requests they have before exiting."""
-STOP_SECONDS = 10
 LOG_SECONDS = 10
 
 UPSTREAM_SERVER = re.compile(r"^(\s*server )127\.0\.0\.1:\d+( [^;]*)?;$", re.MULTILINE)
@@ -88,21 +83,24 @@ class Passage:
 _LOG_LINE = re.compile(r'^(\S+) (\S+) (\d{3}) "([^"]*)" "([^"]*)"$')
 
 
-class Nginx:
+class Nginx(Daemon):
+    """SIGQUIT stops nginx gracefully: it finishes the requests in hand, then exits."""
+
+    name = "nginx"
+    stop_signal = signal.SIGQUIT
+
     def __init__(
         self, site_template: Path, upstreams: list[int], workers: int = 2
     ) -> None:
+        super().__init__()
         self.template = site_template.read_text()
         self.upstreams = upstreams
-        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.folder = Path(tempfile.mkdtemp(prefix="blogapi-nginx-"))
         self.site = self.folder / "site.conf"
         self.config = self.folder / "nginx.conf"
         self.access_log = self.folder / "access.log"
         self.error_log = self.folder / "error.log"
         self.workers = workers
-        self.process: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -134,24 +132,8 @@ class Nginx:
         self.write_site()
         command = [BINARY, "-p", str(self.folder), "-c", str(self.config)]
         command += ["-e", str(self.error_log), "-g", "daemon off;"]
-        self.process = subprocess.Popen(
-            command,
-            cwd=self.folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"nginx exited:\n{self.error_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"nginx not listening in {START_SECONDS} s")
+        self.launch(command)
+        return self
 
     def worker_pids(self) -> set[int]:
         """The master's children: its worker processes."""
@@ -178,7 +160,7 @@ class Nginx:
             time.sleep(0.05)
         raise AssertionError(
             f"nginx's old workers still running {RELOAD_SECONDS} s after a reload:\n"
-            f"{self.error_text()}"
+            f"{self.log_text()}"
         )
 
     def passage(self, request_id: str) -> Passage:
@@ -204,26 +186,11 @@ class Nginx:
             )
         return found
 
-    def error_text(self) -> str:
+    def log_text(self) -> str:
         try:
             return self.error_log.read_text(errors="replace")
         except FileNotFoundError:
             return "(no log)"
-
-    def stop(self) -> None:
-        """SIGQUIT (finish the requests in hand, then exit), then SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGQUIT)
-        try:
-            self.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=STOP_SECONDS)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 SHIPPED_SITE = ROOT / "deploy" / "nginx-upstreams.conf"

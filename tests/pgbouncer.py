@@ -14,24 +14,17 @@ here is bounded, and it listens on 127.0.0.1 only.
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.servers import free_port, postgres_test_url
+from tests.daemons import Daemon
+from tests.servers import postgres_test_url
 
 POOL_SIZE = 5
 """Server connections per database: fewer than one app worker's pool."""
-START_SECONDS = 60
-STOP_SECONDS = 5
 
 IGNORED_STARTUP_PARAMETERS = ""
 """None, on purpose. PgBouncer refuses a client whose start-up packet carries a parameter
@@ -49,19 +42,22 @@ def _binary() -> str | None:
     )
 
 
-class PgBouncer:
-    """One pgbouncer process, its configuration and log in a temporary folder."""
+class PgBouncer(Daemon):
+    """One pgbouncer process, its configuration and log in a temporary folder. SIGTERM
+    shuts PgBouncer 1.18 down at once."""
+
+    name = "pgbouncer"
+    start_seconds = 60
+    stop_seconds = 5
 
     def __init__(self, binary: str, server_url: str, database: str) -> None:
+        super().__init__()
         self.binary = binary
         self.server = make_url(server_url)
         self.database = database
-        self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-        self.folder = Path(tempfile.mkdtemp(prefix="blogapi-pgbouncer-"))
         self.config = self.folder / "pgbouncer.ini"
         self.log = self.folder / "pgbouncer.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def write_config(self) -> None:
         target = {
@@ -96,32 +92,8 @@ class PgBouncer:
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
             command[1:1] = ["-u", "postgres"]
-        # Its own log file takes what it says; stderr only repeats it.
-        self.process = subprocess.Popen(
-            command,
-            cwd=self.folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._wait_until_listening()
+        self.launch(command)
         return self
-
-    def _wait_until_listening(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"pgbouncer exited:\n{self.log_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError(
-            f"pgbouncer not listening in {START_SECONDS} s:\n{self.log_text()}"
-        )
 
     def client_logins(self) -> int:
         """Client connections made so far (each is logged as it logs in)."""
@@ -132,21 +104,6 @@ class PgBouncer:
             return self.log.read_text(errors="replace")
         except FileNotFoundError:
             return "(no log)"
-
-    def stop(self) -> None:
-        """SIGTERM (PgBouncer 1.18: shut down at once), then SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=STOP_SECONDS)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @contextmanager

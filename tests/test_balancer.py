@@ -479,7 +479,7 @@ def test_mixed_load_through_a_crash_and_a_rolling_deploy_keeps_every_write(
     assert failures == [], (
         f"{len(failures)} of {load.answered} requests failed:\n"
         + "\n".join(f"{count} x {failure}" for failure, count in common)
-        + f"\nnginx's error log:\n{site.nginx.error_text()[-3000:]}"
+        + f"\nnginx's error log:\n{site.nginx.log_text()[-3000:]}"
     )
 
     # Every write answered 2xx is there; none was applied twice (a write in doubt, one
