@@ -3,7 +3,7 @@
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from typing import Annotated, Any
 
 import anyio
@@ -210,9 +210,7 @@ async def _connect_in_turn(session: AsyncSession, line: anyio.Lock) -> None:
     so the one at the pool is the longest waiting. Waiting in line counts against
     DB_POOL_TIMEOUT, as waiting in the pool does. The requests in line and at the pool
     are the `waiting` of `blogapi_db_pool_connections`."""
-    waiting = metrics.pool_connections("waiting")
-    waiting.inc()
-    try:
+    with _counted_as_waiting():
         try:
             with anyio.fail_after(settings.db_pool_timeout):
                 await line.acquire()
@@ -222,8 +220,13 @@ async def _connect_in_turn(session: AsyncSession, line: anyio.Lock) -> None:
             await session.connection()
         finally:
             line.release()
-    finally:
-        waiting.dec()
+
+
+def _counted_as_waiting() -> AbstractContextManager[object]:
+    """While metrics are on, as `_count_connections` counts the rest of the pool."""
+    if not settings.metrics_enabled:
+        return nullcontext()
+    return metrics.pool_connections("waiting").track_inprogress()
 
 
 async def begin_transaction(session: AsyncSession) -> None:

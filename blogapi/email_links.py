@@ -55,7 +55,8 @@ def token_field() -> Any:
 
 class EmailedLink:
     """One kind of link: its token table, the page it opens, its email, and for whom
-    one is issued (`recipient`, a users-table condition that may bind parameters)."""
+    one is issued (`recipient`, a users-table condition on the bound `email`, and on
+    any other parameters `send` is given)."""
 
     def __init__(
         self,
@@ -112,9 +113,10 @@ class EmailedLink:
             .execution_options(**_NO_SYNC)
         )
 
-    async def send(self, engine: AsyncEngine, to: str, **recipient: Any) -> None:
-        """Issue a token to the recipient, if there is one, and mail `to` its link.
-        Runs after the response is sent; failures are logged (never the token)."""
+    async def send(self, engine: AsyncEngine, email: str, **recipient: Any) -> None:
+        """Issue a token to the recipient with this email, if there is one, and mail it
+        the link. Runs after the response is sent; failures are logged (never the
+        token)."""
         token = opaque_token()
         now = utc_now()
         try:
@@ -124,6 +126,7 @@ class EmailedLink:
                     self._issue,
                     params={
                         **recipient,
+                        "email": email,
                         "token_hash": token_hash(token),
                         "expires_at": now + self.lifetime(),
                     },
@@ -137,7 +140,7 @@ class EmailedLink:
             return
         link = f"{settings.email_links_url}{self.path}?token={token}"
         try:
-            await run_in_threadpool(send_email, to, self.subject, self.text(link))
+            await run_in_threadpool(send_email, email, self.subject, self.text(link))
         except (OSError, smtplib.SMTPException) as error:
             metrics.EMAILS.labels(self.kind, "failed").inc()
             log.error(

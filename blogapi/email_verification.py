@@ -75,11 +75,7 @@ def mail_verification_link(
         log.warning("email verification: email is not configured (SMTP_HOST): not sent")
         return
     background.add_task(
-        VERIFY_LINKS.send,
-        resources.engine,
-        user.email,
-        user_id=user.id,
-        email=user.email,
+        VERIFY_LINKS.send, resources.engine, user.email, user_id=user.id
     )
 
 

@@ -127,7 +127,7 @@ async def recover_password(
     )
     if email_configured():
         resources.require_ready()
-        background.add_task(RESET_LINKS.send, resources.engine, email, email=email)
+        background.add_task(RESET_LINKS.send, resources.engine, email)
     else:
         log.warning("password recovery: email is not configured (SMTP_HOST): not sent")
     return RecoveryAccepted()
