@@ -2,7 +2,6 @@
 a real SMTP server (aiosmtpd) the tests start; POST /verify-email and
 POST /verify-email/resend; and what a user whose email is not verified may do."""
 
-import hashlib
 import logging
 import threading
 from collections import Counter
@@ -39,18 +38,28 @@ from tests.factories import (
     create_user_and_login,
     engine,
     login,
-    metric_value,
     vote,
 )
 from tests.mailbox import Inbox
 from tests.servers import free_port, serving_in_thread
-from tests.test_password_reset import NEW_PASSWORD, PUBLIC_URL, recover, reset
+from tests.test_password_reset import (
+    NEW_PASSWORD,
+    PUBLIC_URL,
+    emails,
+    recover,
+    refusals,
+    reset,
+    sha256,
+    stored_hashes,
+)
 from tests.test_query_counts import recorded_statements
 
 # The fixture: a real SMTP server on localhost, and the settings that send through it.
 inbox = test_password_reset.inbox
 
 NOT_VERIFIED = EmailNotVerified.default_detail
+KIND = "email-verification"
+"""The `kind` of `blogapi_emails_total` for verification links."""
 RACERS = 8
 
 
@@ -98,25 +107,6 @@ def verified_user_and_login(
     user, headers = create_user_and_login(client)
     assert verify(client, inbox.tokens()[-1]).status_code == 204
     return user, headers
-
-
-def emails(outcome: str) -> float:
-    return metric_value(
-        "blogapi_emails_total", kind="email-verification", outcome=outcome
-    )
-
-
-def refusals(purpose: str) -> float:
-    return metric_value("blogapi_throttle_refusals_total", purpose=purpose)
-
-
-def stored_hashes() -> list[str]:
-    with Session(engine) as session:
-        return list(session.exec(select(EmailVerificationToken.token_hash)).all())
-
-
-def sha256(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 # The link mailed at registration
@@ -203,7 +193,7 @@ def test_a_link_works_once(client: TestClient, inbox: Inbox) -> None:
 
     assert_invalid_link(verify(client, token))
     assert is_verified(client, headers)
-    assert stored_hashes() == []
+    assert stored_hashes(EmailVerificationToken) == []
 
 
 @pytest.mark.usefixtures("verification_required")
@@ -217,7 +207,7 @@ def test_an_expired_link_is_400_and_removed(client: TestClient, inbox: Inbox) ->
 
     assert_invalid_link(verify(client, token))
 
-    assert stored_hashes() == []
+    assert stored_hashes(EmailVerificationToken) == []
     assert not is_verified(client, headers)
     assert_not_verified(
         client.post("/posts/", json={"title": "t", "content": "c"}, headers=headers)
@@ -276,7 +266,7 @@ def test_verifying_forgets_the_user_s_other_links_only(
 
     assert verify(client, second).status_code == 204
 
-    assert stored_hashes() == [sha256(others)]
+    assert stored_hashes(EmailVerificationToken) == [sha256(others)]
     assert_invalid_link(verify(client, first))
     assert verify(client, others).status_code == 204
     assert is_verified(client, others_headers)
@@ -410,7 +400,7 @@ def test_with_the_setting_off_nothing_is_sent_or_refused(
     assert user["email_verified"] is False
     assert not is_verified(client, headers)
     assert inbox.messages == []
-    assert stored_hashes() == []
+    assert stored_hashes(EmailVerificationToken) == []
 
 
 # A new link
@@ -422,17 +412,19 @@ def test_resend_mails_a_new_link_and_either_works_once(
     client: TestClient, inbox: Inbox, used: str
 ) -> None:
     user, headers = create_user_and_login(client)
-    sent = emails("sent")
+    sent = emails("sent", KIND)
 
     assert_resent(resend(client, headers))
 
-    assert emails("sent") == sent + 1
+    assert emails("sent", KIND) == sent + 1
     assert [message["To"] for message in inbox.messages] == [user["email"]] * 2
     assert inbox.messages[1]["Subject"] == "Verify your email"
     first, second = inbox.tokens()
     assert first != second
     assert inbox.links()[1] == f"{PUBLIC_URL}/verify-email?token={second}"
-    assert sorted(stored_hashes()) == sorted([sha256(first), sha256(second)])
+    assert sorted(stored_hashes(EmailVerificationToken)) == sorted(
+        [sha256(first), sha256(second)]
+    )
     token, other = (first, second) if used == "first" else (second, first)
     assert verify(client, token).status_code == 204
     assert_invalid_link(verify(client, other))
@@ -450,7 +442,7 @@ def test_resend_when_verified_is_409_and_sends_nothing(
     assert response.status_code == 409
     assert response.json() == {"detail": ALREADY_VERIFIED}
     assert len(inbox.messages) == 1
-    assert stored_hashes() == []
+    assert stored_hashes(EmailVerificationToken) == []
 
 
 def test_resend_needs_a_sign_in(client: TestClient) -> None:
@@ -535,7 +527,7 @@ def test_resend_without_smtp_answers_202_logs_and_sends_nothing(
         in caplog.text
     )
     assert inbox.messages == []
-    assert stored_hashes() == []
+    assert stored_hashes(EmailVerificationToken) == []
 
 
 # Failures and the log
@@ -556,7 +548,7 @@ def test_an_email_failure_is_logged_and_registration_still_succeeds(
     else:
         monkeypatch.setattr(settings, "smtp_port", free_port())
     caplog.set_level(logging.INFO)
-    sent, failed = emails("sent"), emails("failed")
+    sent, failed = emails("sent", KIND), emails("failed", KIND)
 
     with blogapi_log(caplog):
         response = client.post(
@@ -566,8 +558,8 @@ def test_an_email_failure_is_logged_and_registration_still_succeeds(
     assert response.status_code == 201, response.text
     user = response.json()
     assert f"email-verification: could not email user {user['id']}" in caplog.text
-    assert (emails("sent"), emails("failed")) == (sent, failed + 1)
-    (token_hash,) = stored_hashes()
+    assert (emails("sent", KIND), emails("failed", KIND)) == (sent, failed + 1)
+    (token_hash,) = stored_hashes(EmailVerificationToken)
     assert token_hash not in caplog.text
     # Once email works again, the user asks for a new link.
     inbox.refuse = False
@@ -723,4 +715,4 @@ def test_simultaneous_uses_of_one_link_give_one_204(
 
     assert Counter(statuses) == {204: 1, 400: RACERS - 1}
     assert me["email_verified"] is True
-    assert stored_hashes() == []
+    assert stored_hashes(EmailVerificationToken) == []

@@ -4,7 +4,6 @@ and that opening it never uses the link.
 
 The page in a real browser is tested in tests/test_browser.py."""
 
-import hashlib
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +21,7 @@ from tests.test_password_reset import (
     PageParts,
     app_mailing,
     assert_served_here,
+    sha256,
     stored_hashes,
 )
 from tests.test_query_counts import recorded_statements
@@ -81,9 +81,7 @@ def test_opening_the_emailed_link_never_uses_it(
             assert page.status_code == 200
 
     assert statements == []
-    assert stored_hashes(EmailVerificationToken) == [
-        hashlib.sha256(token.encode()).hexdigest()
-    ]
+    assert stored_hashes(EmailVerificationToken) == [sha256(token)]
     headers = login(client, user["email"])
     assert not is_verified(client, headers)
     assert client.post("/verify-email", json={"token": token}).status_code == 204

@@ -92,12 +92,17 @@ def reset(client: TestClient, token: str, password: str = NEW_PASSWORD) -> Any:
     )
 
 
-def emails(outcome: str) -> float:
-    return metric_value("blogapi_emails_total", kind="password-reset", outcome=outcome)
+def emails(outcome: str, kind: str = "password-reset") -> float:
+    return metric_value("blogapi_emails_total", kind=kind, outcome=outcome)
 
 
 def refusals(purpose: str) -> float:
     return metric_value("blogapi_throttle_refusals_total", purpose=purpose)
+
+
+def sha256(token: str) -> str:
+    """What the database keeps of a token: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def stored_hashes(table: type[LinkToken] = PasswordResetToken) -> list[str]:
@@ -159,7 +164,7 @@ def test_only_a_hash_of_the_token_is_stored(client: TestClient, inbox: Inbox) ->
     recover(client, user["email"])
 
     token = inbox.token()
-    assert stored_hashes() == [hashlib.sha256(token.encode()).hexdigest()]
+    assert stored_hashes() == [sha256(token)]
 
 
 def test_a_token_works_once(client: TestClient, inbox: Inbox) -> None:
@@ -481,7 +486,7 @@ def test_opening_the_page_never_uses_the_token(
             assert page.status_code == 200
 
     assert statements == []
-    assert stored_hashes() == [hashlib.sha256(token.encode()).hexdigest()]
+    assert stored_hashes() == [sha256(token)]
     assert reset(client, token).status_code == 204
     login(client, user["email"], NEW_PASSWORD)
 
